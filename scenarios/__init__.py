@@ -1,0 +1,1 @@
+"""What-if treatment scenarios simulated on twins."""

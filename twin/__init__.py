@@ -1,0 +1,1 @@
+"""Patient digital twins: synthetic ground truth, features, the GNN + neural-ODE model, training."""

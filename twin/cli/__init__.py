@@ -1,0 +1,32 @@
+"""The ``twin`` command line: a thin layer over the library functions the API also calls.
+
+Each command group lives in its own module with a ``register(app)`` function; heavy
+dependencies (torch, fastapi, neo4j) are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="twin",
+    help="patient-twin: patient knowledge graphs, digital twins and what-if treatment scenarios.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_COMMAND_MODULES = (
+    "twin.cli.graph_commands",
+)
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    app()
