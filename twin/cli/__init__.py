@@ -22,6 +22,7 @@ app = typer.Typer(
 
 _COMMAND_MODULES = (
     "twin.cli.graph_commands",
+    "twin.cli.synth_commands",
 )
 
 for _name in _COMMAND_MODULES:

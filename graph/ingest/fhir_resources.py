@@ -1,0 +1,398 @@
+"""Per-type FHIR R4 mappings (all but Observation/MolecularSequence, see ``fhir_observation``).
+
+| resource | node | time / end | skipped when |
+|---|---|---|---|
+| Patient | ``Patient`` (birth date, sex; deceased time as ``end``) | - / deceased | never |
+| Encounter | ``Encounter`` (class, type code) | period | no patient, entered-in-error |
+| Condition | ``Condition`` (clinical/verification status) | onset (else recordedDate) / abatement | no patient, entered-in-error, refuted |
+| MedicationRequest | ``Medication`` | authoredOn (else dosage bounds) / bounds or validity end | no patient, entered-in-error, cancelled |
+| MedicationAdministration | ``Medication`` | effective | no patient, entered-in-error, not-done |
+| MedicationStatement | ``Medication`` | effective (else dateAsserted) | no patient, entered-in-error, not-taken |
+| Procedure | ``Procedure`` | performed | no patient, entered-in-error, not-done |
+| ImagingStudy | ``Image`` (modalities, body sites, files of Media ``partOf`` it) | started | no patient, entered-in-error |
+| Media | ``Image``, unless ``partOf`` an ImagingStudy of the same file (then its file is attached there) | created | no patient, not an image |
+| DiagnosticReport | ``Image`` only when it carries images (``media``, ``imagingStudy`` or an image ``presentedForm``) | effective (else issued) | no images, no patient |
+| Medication | none: read through ``medicationReference`` | | always |
+
+Direct identifiers (names, addresses, telecom, identifiers, photos, contacts) are never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from graph.ingest.fields import DICOM_DCM, LOINC, RXNORM, SNOMED, UCUM, Coding, Loc
+from graph.ingest.fhir_observation import map_molecular_sequence, map_observation
+from graph.schema import Node, NodeType, Rel
+from graph.units import normalize_unit
+
+if TYPE_CHECKING:
+    from graph.ingest.fhir import FhirFile
+
+__all__ = ["MAPPERS", "collect_media_files"]
+
+_CONDITION_SYSTEMS = (SNOMED, "http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-10")
+
+
+def _status(loc: Loc, r: dict[str, Any]) -> str | None:
+    return loc.string(r, "status", "status")
+
+
+def _src(rtype: str, rid: str) -> str:
+    return f"fhir:{rtype}/{rid}"
+
+
+def map_patient(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
+    birth = loc.time(r, "birthDate", "birthDate")
+    props: dict[str, Any] = {}
+    raw_birth = loc.string(r, "birthDate", "birthDate")
+    if raw_birth is not None:
+        props["birth_date"] = raw_birth.strip()[:10]
+        props["birth_year"] = birth.year if birth else None
+    gender = loc.string(r, "gender", "gender")
+    if gender is not None:
+        props["sex"] = gender
+    deceased_at = loc.time(r, "deceasedDateTime", "deceasedDateTime")
+    flag = loc.boolean(r, "deceasedBoolean", "deceasedBoolean")
+    if flag is not None:
+        props["deceased"] = flag
+    ff.builder.add(Node(id=f"Patient/{rid}", type=NodeType.PATIENT, patient_id=rid, end=deceased_at,
+                        props=props, source=_src("Patient", rid)))
+
+
+def map_encounter(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
+    status = _status(loc, r)
+    if status == "entered-in-error":
+        return ff.skip("Encounter", status)
+    pid = ff.patient_of(r, loc)
+    if pid is None:
+        return ff.skip("Encounter", "no patient")
+    start, end = loc.period(r, "period", "period")
+    cls = loc.obj(r, "class", "class")
+    coding = None
+    for i, t in enumerate(loc.objs(r, "type", "type")):
+        coding = loc.concept(t, f"type[{i}]", (SNOMED,))
+        if coding is not None:
+            break
+    props: dict[str, Any] = {"status": status}
+    if cls is not None:
+        props["class"] = loc.string(cls, "code", "class.code")
+    reason = loc.first_code(r, "reasonCode", "reasonCode")
+    if reason:
+        props["reason_code"] = reason
+    ff.builder.event(_node(NodeType.ENCOUNTER, "Encounter", rid, pid, start, end, coding, props))
+
+
+def _node(ntype: NodeType, rtype: str, rid: str, pid: str, time: datetime | None, end: datetime | None,
+          coding: Coding | None, props: dict[str, Any], value: float | None = None, unit: str | None = None) -> Node:
+    return Node(
+        id=f"{rtype}/{rid}", type=ntype, patient_id=pid, time=time, end=end,
+        code=coding.code if coding else None, system=coding.system if coding else None,
+        display=coding.display if coding else None, value=value, unit=unit,
+        props={k: v for k, v in props.items() if v is not None}, source=_src(rtype, rid),
+    )
+
+
+def map_condition(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
+    clinical = loc.codeable(r, "clinicalStatus", "clinicalStatus")
+    verification = loc.codeable(r, "verificationStatus", "verificationStatus")
+    vcode = verification.code if verification else None
+    if vcode in ("entered-in-error", "refuted"):
+        return ff.skip("Condition", vcode)
+    pid = ff.patient_of(r, loc)
+    if pid is None:
+        return ff.skip("Condition", "no patient")
+    onset = loc.time(r, "onsetDateTime", "onsetDateTime") or loc.period(r, "onsetPeriod", "onsetPeriod")[0]
+    if onset is None:
+        onset = loc.time(r, "recordedDate", "recordedDate")
+    end = loc.time(r, "abatementDateTime", "abatementDateTime") or loc.period(r, "abatementPeriod", "abatementPeriod")[1]
+    props = {
+        "clinical_status": clinical.code if clinical else None,
+        "verification_status": vcode,
+        "category": loc.first_code(r, "category", "category"),
+        "onset_text": loc.string(r, "onsetString", "onsetString"),
+        "abatement_text": loc.string(r, "abatementString", "abatementString"),
+    }
+    coding = loc.codeable(r, "code", "code", _CONDITION_SYSTEMS)
+    ff.builder.event(_node(NodeType.CONDITION, "Condition", rid, pid, onset, end, coding, props),
+                     encounter_id=ff.encounter_of(r, loc))
+
+
+# ---------------------------------------------------------------------------- medications
+def _medication_coding(ff: FhirFile, r: dict[str, Any], loc: Loc) -> tuple[Coding | None, str | None]:
+    """RxNorm (preferred) coding from medicationCodeableConcept or a referenced Medication."""
+    coding = loc.codeable(r, "medicationCodeableConcept", "medicationCodeableConcept", (RXNORM,))
+    if coding is not None:
+        return coding, None
+    ref = ff.resolve(loc.obj(r, "medicationReference", "medicationReference"), loc, "medicationReference", r)
+    if ref is None or ref.type != "Medication":
+        return None, None
+    if ref.resource is None:
+        return None, ref.node_id
+    return Loc(loc.file, loc.resource).codeable(ref.resource, "code", "medicationReference->Medication.code",
+                                                 (RXNORM,)), None
+
+
+def _dose(loc: Loc, dosage: dict[str, Any], path: str) -> tuple[float | None, str | None, dict[str, Any]]:
+    """Dose quantity from a Dosage (``doseAndRate[0].doseQuantity``) or MedicationAdministration ``dose``."""
+    props: dict[str, Any] = {}
+    route = loc.codeable(dosage, "route", f"{path}.route", (SNOMED,))
+    if route is not None:
+        props["route"] = route.display or route.code
+    quantity = loc.obj(dosage, "dose", f"{path}.dose")
+    qpath = f"{path}.dose"
+    for i, dr in enumerate(loc.objs(dosage, "doseAndRate", f"{path}.doseAndRate")):
+        quantity = loc.obj(dr, "doseQuantity", f"{path}.doseAndRate[{i}].doseQuantity")
+        qpath = f"{path}.doseAndRate[{i}].doseQuantity"
+        rng = loc.obj(dr, "doseRange", f"{path}.doseAndRate[{i}].doseRange")
+        if rng is not None:
+            low = loc.obj(rng, "low", f"{path}.doseAndRate[{i}].doseRange.low")
+            high = loc.obj(rng, "high", f"{path}.doseAndRate[{i}].doseRange.high")
+            props["dose_range"] = [
+                loc.num(q, "value", f"{path}.doseAndRate[{i}].doseRange.{k}.value") if q else None
+                for k, q in (("low", low), ("high", high))
+            ]
+        if quantity is not None:
+            break
+    if quantity is None:
+        return None, None, props
+    value = loc.num(quantity, "value", f"{qpath}.value")
+    if value is not None and value < 0:
+        raise loc.error(f"a dose cannot be negative, got {value!r}", f"{qpath}.value")
+    unit = loc.string(quantity, "code", f"{qpath}.code") if quantity.get("system") == UCUM else None
+    unit = unit or loc.string(quantity, "unit", f"{qpath}.unit")
+    return value, normalize_unit(unit), props
+
+
+def _medication(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc, rtype: str, *,
+                start: datetime | None, end: datetime | None, dosage: dict[str, Any] | None, dosage_path: str,
+                encounter_key: str) -> None:
+    pid = ff.patient_of(r, loc)
+    if pid is None:
+        return ff.skip(rtype, "no patient")
+    coding, unresolved = _medication_coding(ff, r, loc)
+    value, unit, props = (None, None, {}) if dosage is None else _dose(loc, dosage, dosage_path)
+    props.update({"status": _status(loc, r), "resource_type": rtype, "medication_ref": unresolved})
+    node = _node(NodeType.MEDICATION, rtype, rid, pid, start, end, coding, props, value, unit)
+    ff.builder.event(node, encounter_id=ff.encounter_of(r, loc, encounter_key))
+    for i, reason in enumerate(loc.objs(r, "reasonReference", "reasonReference")):
+        ref = ff.resolve(reason, loc, f"reasonReference[{i}]", r)
+        if ref is not None and ref.type == "Condition" and not ref.contained:
+            ff.builder.link(node.id, Rel.TREATS, ref.node_id, pid)
+
+
+def map_medication_request(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
+    status = _status(loc, r)
+    if status in ("entered-in-error", "cancelled"):
+        return ff.skip("MedicationRequest", status)
+    dosages = loc.objs(r, "dosageInstruction", "dosageInstruction")
+    start = loc.time(r, "authoredOn", "authoredOn")
+    end = None
+    for i, d in enumerate(dosages):
+        timing = loc.obj(d, "timing", f"dosageInstruction[{i}].timing")
+        rep = loc.obj(timing, "repeat", f"dosageInstruction[{i}].timing.repeat") if timing else None
+        if rep is not None:
+            b0, b1 = loc.period(rep, "boundsPeriod", f"dosageInstruction[{i}].timing.repeat.boundsPeriod")
+            start, end = start or b0, end or b1
+    dispense = loc.obj(r, "dispenseRequest", "dispenseRequest")
+    if end is None and dispense is not None:
+        end = loc.period(dispense, "validityPeriod", "dispenseRequest.validityPeriod")[1]
+    _medication(ff, r, rid, loc, "MedicationRequest", start=start, end=end,
+                dosage=dosages[0] if dosages else None, dosage_path="dosageInstruction[0]", encounter_key="encounter")
+
+
+def map_medication_administration(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
+    status = _status(loc, r)
+    if status in ("entered-in-error", "not-done"):
+        return ff.skip("MedicationAdministration", status)
+    start = loc.time(r, "effectiveDateTime", "effectiveDateTime")
+    end = None
+    if start is None:
+        start, end = loc.period(r, "effectivePeriod", "effectivePeriod")
+    _medication(ff, r, rid, loc, "MedicationAdministration", start=start, end=end,
+                dosage=loc.obj(r, "dosage", "dosage"), dosage_path="dosage", encounter_key="context")
+
+
+def map_medication_statement(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
+    status = _status(loc, r)
+    if status in ("entered-in-error", "not-taken"):
+        return ff.skip("MedicationStatement", status)
+    start = loc.time(r, "effectiveDateTime", "effectiveDateTime")
+    end = None
+    if start is None:
+        start, end = loc.period(r, "effectivePeriod", "effectivePeriod")
+    start = start or loc.time(r, "dateAsserted", "dateAsserted")
+    dosages = loc.objs(r, "dosage", "dosage")
+    _medication(ff, r, rid, loc, "MedicationStatement", start=start, end=end,
+                dosage=dosages[0] if dosages else None, dosage_path="dosage[0]", encounter_key="context")
+
+
+def map_procedure(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
+    status = _status(loc, r)
+    if status in ("entered-in-error", "not-done"):
+        return ff.skip("Procedure", status)
+    pid = ff.patient_of(r, loc)
+    if pid is None:
+        return ff.skip("Procedure", "no patient")
+    start = loc.time(r, "performedDateTime", "performedDateTime")
+    end = None
+    if start is None:
+        start, end = loc.period(r, "performedPeriod", "performedPeriod")
+    coding = loc.codeable(r, "code", "code", (SNOMED,))
+    props = {"status": status, "body_site": loc.first_code(r, "bodySite", "bodySite")}
+    ff.builder.event(_node(NodeType.PROCEDURE, "Procedure", rid, pid, start, end, coding, props),
+                     encounter_id=ff.encounter_of(r, loc))
+
+
+# ---------------------------------------------------------------------------- images
+def _file_props(ff: FhirFile, urls: list[str]) -> dict[str, Any]:
+    """``file`` (first reference as given), ``files`` (all) and ``file_path`` resolved against the file's folder."""
+    if not urls:
+        return {}
+    props: dict[str, Any] = {"file": urls[0]}
+    if len(urls) > 1:
+        props["files"] = list(urls)
+    if ff.base_dir is not None and "://" not in urls[0] and not urls[0].startswith(("urn:", "data:")):
+        props["file_path"] = str((ff.base_dir / urls[0]).resolve())
+    return props
+
+
+def _media_url(loc: Loc, r: dict[str, Any]) -> tuple[str | None, str | None]:
+    content = loc.obj(r, "content", "content")
+    if content is None:
+        return None, None
+    return loc.string(content, "url", "content.url"), loc.string(content, "contentType", "content.contentType")
+
+
+def collect_media_files(ff: FhirFile) -> None:
+    """Index Media ``content.url`` by the ImagingStudy (of this file) they are ``partOf``."""
+    for e in ff.entries:
+        if e.type != "Media":
+            continue
+        url, _ = _media_url(e.loc, e.resource)
+        for i, part in enumerate(e.loc.objs(e.resource, "partOf", "partOf")):
+            ref = ff.resolve(part, e.loc, f"partOf[{i}]", e.resource)
+            if ref is not None and ref.type == "ImagingStudy" and ref.resource is not None and not ref.contained:
+                files = ff.study_files.setdefault(ref.id, [])
+                if url:
+                    files.append(url)
+                ff.attached_media.add(e.id)
+                break
+
+
+def map_imaging_study(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
+    status = _status(loc, r)
+    if status == "entered-in-error":
+        return ff.skip("ImagingStudy", status)
+    pid = ff.patient_of(r, loc)
+    if pid is None:
+        return ff.skip("ImagingStudy", "no patient")
+    modalities: list[str] = []
+    sites: list[str] = []
+    instances = 0
+    for i, m in enumerate(loc.objs(r, "modality", "modality")):
+        code = loc.string(m, "code", f"modality[{i}].code")
+        if code and code not in modalities:
+            modalities.append(code)
+    for i, s in enumerate(loc.objs(r, "series", "series")):
+        p = f"series[{i}]"
+        mod = loc.obj(s, "modality", f"{p}.modality")
+        code = loc.string(mod, "code", f"{p}.modality.code") if mod else None
+        if code and code not in modalities:
+            modalities.append(code)
+        site = loc.obj(s, "bodySite", f"{p}.bodySite")
+        if site is not None:
+            scode = loc.string(site, "code", f"{p}.bodySite.code") or loc.string(site, "display", f"{p}.bodySite.display")
+            if scode and scode not in sites:
+                sites.append(scode)
+        instances += len(loc.objs(s, "instance", f"{p}.instance"))
+    coding = None
+    for i, pc in enumerate(loc.objs(r, "procedureCode", "procedureCode")):
+        coding = loc.concept(pc, f"procedureCode[{i}]", (SNOMED, LOINC))
+        if coding is not None and coding.code:
+            break
+    if (coding is None or not coding.code) and modalities:
+        coding = Coding(DICOM_DCM, modalities[0], None)
+    props = {"status": status, "modality": modalities or None, "body_site": sites or None,
+             "instances": instances or None, "source_type": "ImagingStudy", **_file_props(ff, ff.study_files.get(rid, []))}
+    ff.builder.event(_node(NodeType.IMAGE, "ImagingStudy", rid, pid, loc.time(r, "started", "started"), None, coding, props),
+                     encounter_id=ff.encounter_of(r, loc))
+
+
+def map_media(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
+    if rid in ff.attached_media:
+        return ff.skip("Media", "attached to ImagingStudy")
+    status = _status(loc, r)
+    if status == "entered-in-error":
+        return ff.skip("Media", status)
+    url, content_type = _media_url(loc, r)
+    if not url and not (content_type or "").startswith("image/"):
+        return ff.skip("Media", "no image")
+    pid = ff.patient_of(r, loc)
+    if pid is None:
+        return ff.skip("Media", "no patient")
+    time = loc.time(r, "createdDateTime", "createdDateTime") or loc.period(r, "createdPeriod", "createdPeriod")[0]
+    time = time or loc.time(r, "issued", "issued")
+    modality = loc.codeable(r, "modality", "modality", (DICOM_DCM,))
+    site = loc.codeable(r, "bodySite", "bodySite", (SNOMED,))
+    props = {"status": status, "modality": [modality.code] if modality and modality.code else None,
+             "body_site": [site.code or site.display] if site else None, "content_type": content_type,
+             "source_type": "Media", **_file_props(ff, [url] if url else [])}
+    ff.builder.event(_node(NodeType.IMAGE, "Media", rid, pid, time, None, modality, props),
+                     encounter_id=ff.encounter_of(r, loc))
+
+
+def map_diagnostic_report(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
+    media = loc.objs(r, "media", "media")
+    studies = loc.objs(r, "imagingStudy", "imagingStudy")
+    forms = [f for f in loc.objs(r, "presentedForm", "presentedForm")
+             if str(f.get("contentType", "")).startswith("image/")]
+    if not (media or studies or forms):
+        return ff.skip("DiagnosticReport", "no images")
+    status = _status(loc, r)
+    if status == "entered-in-error":
+        return ff.skip("DiagnosticReport", status)
+    pid = ff.patient_of(r, loc)
+    if pid is None:
+        return ff.skip("DiagnosticReport", "no patient")
+    time = loc.time(r, "effectiveDateTime", "effectiveDateTime") or loc.period(r, "effectivePeriod", "effectivePeriod")[0]
+    time = time or loc.time(r, "issued", "issued")
+    refs = []
+    for i, m in enumerate(media):
+        ref = ff.resolve(loc.obj(m, "link", f"media[{i}].link"), loc, f"media[{i}].link", r)
+        if ref is not None:
+            refs.append(ref.node_id)
+    for i, s in enumerate(studies):
+        ref = ff.resolve(s, loc, f"imagingStudy[{i}]", r)
+        if ref is not None:
+            refs.append(ref.node_id)
+    urls = [u for i, f in enumerate(forms) if (u := loc.string(f, "url", f"presentedForm[{i}].url"))]
+    props = {"status": status, "images": refs or None, "conclusion": loc.string(r, "conclusion", "conclusion"),
+             "conclusion_code": loc.first_code(r, "conclusionCode", "conclusionCode"),
+             "source_type": "DiagnosticReport", **_file_props(ff, urls)}
+    coding = loc.codeable(r, "code", "code", (LOINC, SNOMED))
+    ff.builder.event(_node(NodeType.IMAGE, "DiagnosticReport", rid, pid, time, None, coding, props),
+                     encounter_id=ff.encounter_of(r, loc))
+
+
+def _skip_medication(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
+    ff.skip("Medication")
+
+
+MAPPERS: dict[str, Callable[[FhirFile, dict[str, Any], str, Loc], None]] = {
+    "Patient": map_patient,
+    "Encounter": map_encounter,
+    "Condition": map_condition,
+    "MedicationRequest": map_medication_request,
+    "MedicationAdministration": map_medication_administration,
+    "MedicationStatement": map_medication_statement,
+    "Medication": _skip_medication,
+    "Procedure": map_procedure,
+    "ImagingStudy": map_imaging_study,
+    "Media": map_media,
+    "DiagnosticReport": map_diagnostic_report,
+    "Observation": map_observation,
+    "MolecularSequence": map_molecular_sequence,
+}
