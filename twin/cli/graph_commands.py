@@ -69,7 +69,7 @@ def ingest(
 
 def _print_ingest(doc: dict) -> None:
     con = Console()
-    t = Table(title=f"ingested {len(doc['files'])} file(s), {doc['resources']} resource(s)")
+    t = Table(title=f"ingested {len(doc['files'])} file(s), {doc['totals']['resources']} resource(s)")
     t.add_column("node type")
     t.add_column("from these files", justify="right")
     t.add_column("in store", justify="right")
@@ -84,7 +84,9 @@ def _print_ingest(doc: dict) -> None:
             s.add_row(k, str(v))
         con.print(s)
     for err in doc["errors"]:
-        con.print(f"[red]error[/red] {err}")
+        where = " ".join(str(err[k]) for k in ("file", "resource") if err.get(k))
+        fld = f" field {err['field']!r}" if err.get("field") else ""
+        con.print(f"[red]error[/red] {where}{fld}: {err.get('reason')}")
 
 
 @query_app.command("timeline")
