@@ -289,6 +289,10 @@ class SQLiteStore:
                 found[e.key] = e
         return [found[k] for k in sorted(found)]
 
+    def pending_edges(self) -> list[Edge]:
+        """Edges still waiting for an endpoint, sorted by ``(src, rel, dst)`` (used by store copies)."""
+        return [edge_from_record(r) for r in self._rows("SELECT * FROM pending_edges ORDER BY src, rel, dst")]
+
     def patient_ids(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT patient_id FROM nodes WHERE type='Patient' ORDER BY patient_id")]
 

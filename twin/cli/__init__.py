@@ -23,6 +23,7 @@ app = typer.Typer(
 _COMMAND_MODULES = (
     "twin.cli.graph_commands",
     "twin.cli.synth_commands",
+    "twin.cli.neo4j_commands",
 )
 
 for _name in _COMMAND_MODULES:
