@@ -11,7 +11,7 @@ from graph.predicates import All, AnyOf, CarriesVariant, HasCondition, LabValue,
 from graph.schema import NodeType, Rel
 from graph.store.base import GraphStore, NodeQuery
 from graph.store.cypher import run_read_cypher
-from store_samples import every_type_batch
+from tests.graph.store_samples import every_type_batch
 
 pytestmark = pytest.mark.neo4j
 

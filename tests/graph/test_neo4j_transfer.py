@@ -12,7 +12,7 @@ from graph.schema import Edge, GraphBatch, Rel
 from graph.store.base import GraphStore, NodeQuery
 from graph.store.sqlite import SQLiteStore
 from graph.store.transfer import copy_store
-from store_samples import cohort_batch, every_type_batch, t
+from tests.graph.store_samples import cohort_batch, every_type_batch, t
 
 pytestmark = pytest.mark.neo4j
 

@@ -16,7 +16,7 @@ from graph.predicates import All, AnyOf, CarriesVariant, HasCondition, LabValue,
 from graph.query import neighbourhood, patient_graph, timeline
 from graph.schema import Edge, GraphBatch, Node, NodeType, Rel, concept_id
 from graph.store.base import GraphStore, NodeQuery, StoreCounts
-from store_samples import DIABETES, GLUCOSE, LOINC, METFORMIN, SCT, cohort_batch, every_type_batch, t
+from tests.graph.store_samples import DIABETES, GLUCOSE, LOINC, METFORMIN, SCT, cohort_batch, every_type_batch, t
 
 
 @pytest.fixture()
