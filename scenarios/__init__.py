@@ -1,1 +1,38 @@
-"""What-if treatment scenarios simulated on twins."""
+"""What-if treatment scenarios simulated on twins: plans, batched simulation, ranking, plots.
+
+    plan = TreatmentPlan.from_dict({...})            # or load_plans("plans.yaml"), load_regimens("diabetes")
+    result = simulate([twin], [plan_a, plan_b], 365, n_samples=64, seed=0)
+    ranking = rank(result, "minimise HbA1c at 180d subject to eGFR > 45")
+    plot_trajectories(result, "out.png")
+"""
+
+from scenarios.drugs import DrugCatalog, default_catalog
+from scenarios.errors import PlanError
+from scenarios.guardrails import Flag, check_plan
+from scenarios.plan import Action, ResolvedPlan, TreatmentPlan, load_plan, load_plans
+from scenarios.plots import plot_trajectories
+from scenarios.rank import Objective, Ranking, rank
+from scenarios.regimens import load_regimens
+from scenarios.result import ScenarioResult, Threshold
+from scenarios.simulate import simulate
+
+__all__ = [
+    "Action",
+    "DrugCatalog",
+    "Flag",
+    "Objective",
+    "PlanError",
+    "Ranking",
+    "ResolvedPlan",
+    "ScenarioResult",
+    "Threshold",
+    "TreatmentPlan",
+    "check_plan",
+    "default_catalog",
+    "load_plan",
+    "load_plans",
+    "load_regimens",
+    "plot_trajectories",
+    "rank",
+    "simulate",
+]

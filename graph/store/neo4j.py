@@ -364,7 +364,10 @@ def _leaf_cypher(p: Predicate, as_of: datetime | None) -> tuple[str, dict[str, A
             if as_of is None:
                 raise QueryError("LabValue.within_days needs an as_of time to count back from")
             cypher += " AND n.time >= $since"
-            params["since"] = to_iso(as_of - timedelta(days=float(p.within_days)))
+            try:
+                params["since"] = to_iso(as_of - timedelta(days=float(p.within_days)))
+            except (OverflowError, ValueError):
+                raise QueryError(f"LabValue.within_days={p.within_days!r} reaches outside the calendar from {as_of}") from None
         return cypher + " RETURN DISTINCT n.patient_id AS pid", params
     if isinstance(p, OnMedication):
         params["code"] = p.code

@@ -329,7 +329,10 @@ def _predicate_sql(p: Predicate, as_of: datetime | None) -> tuple[str, list[Any]
             if as_of is None:
                 raise QueryError("LabValue.within_days needs an as_of time to count back from")
             sql += " AND time >= ?"
-            params.append(to_iso(as_of - timedelta(days=float(p.within_days))))
+            try:
+                params.append(to_iso(as_of - timedelta(days=float(p.within_days))))
+            except (OverflowError, ValueError):
+                raise QueryError(f"LabValue.within_days={p.within_days!r} reaches outside the calendar from {as_of}") from None
         return sql, params
     if isinstance(p, OnMedication):
         if t is None:

@@ -237,3 +237,13 @@ def test_query_layer_and_exports(cohort_store: GraphStore) -> None:
     assert len(doc["nodes"]) == len(g.nodes)
     data = to_hetero_data(g)
     assert sorted(data["Lab"].value.tolist()) == [95.0, 140.0]
+
+
+def test_within_days_outside_the_calendar_is_a_query_error(store):
+    from datetime import UTC, datetime
+
+    from graph.errors import QueryError
+    from graph.predicates import LabValue
+
+    with pytest.raises(QueryError, match="outside the calendar"):
+        store.cohort(LabValue("2339-0", ">", 1.0, within_days=1e9), as_of=datetime(2020, 1, 1, tzinfo=UTC))

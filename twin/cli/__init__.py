@@ -22,8 +22,12 @@ app = typer.Typer(
 
 _COMMAND_MODULES = (
     "twin.cli.graph_commands",
+    "twin.cli.model_commands",
+    "twin.cli.api_commands",
     "twin.cli.synth_commands",
+    "twin.cli.scenario_commands",
     "twin.cli.neo4j_commands",
+    "twin.cli.demo_commands",
 )
 
 for _name in _COMMAND_MODULES:

@@ -1,0 +1,106 @@
+"""The app factory: ``create_app(settings)`` wires settings, services, middleware and routers.
+
+Nothing is opened at import time: ``create_app`` opens the store, key file, audit log and job
+runner, and the app's lifespan closes them when the server stops.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api.audit import AuditLog, AuditMiddleware
+from api.deps import Services
+from api.errors import install_error_handlers
+from api.jobs import JobRunner
+from api.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
+from api.openapi import build_openapi
+from api.routes import ROUTERS
+from api.security import KeyStore, RateLimiter
+from api.settings import Settings
+from api.version import version
+from graph.store import open_store
+
+__all__ = ["create_app", "uvicorn_config"]
+
+
+def _open_services(settings: Settings) -> Services:
+    store = open_store(settings.store)
+    try:
+        return Services(
+            settings=settings,
+            store=store,
+            keys=KeyStore(settings.keys_db),
+            audit=AuditLog(settings.audit_log),
+            jobs=JobRunner(settings.jobs_db, workers=settings.job_workers),
+            limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+        )
+    except BaseException:
+        store.close()
+        raise
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A FastAPI app serving the v1 API with ``settings`` (default: from the environment)."""
+    settings = settings or Settings()
+    services = _open_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            services.jobs.close()
+            services.keys.close()
+            services.audit.close()
+            services.store.close()
+
+    app = FastAPI(
+        title="patient-twin API",
+        version=version(),
+        description=(
+            "Patient knowledge graphs, digital twins and what-if treatment scenarios. "
+            "Every endpoint except health needs an API key (`Authorization: Bearer ...`) with the scope it names; "
+            "every error is an RFC 9457 problem document."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    # Added innermost first: CORS, then size limit, audit, access log (outermost).
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(AuditMiddleware, log=services.audit)
+    app.add_middleware(AccessLogMiddleware)
+
+    def openapi() -> dict[str, Any]:
+        return build_openapi(app)
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> Any:
+    """A ``uvicorn.Config`` with uvicorn's access log off (it would print URLs with patient ids and
+    query strings); :mod:`api.middleware` logs route templates instead."""
+    import uvicorn
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["api"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    kwargs.setdefault("log_config", log_config)
+    return uvicorn.Config(app, host=host, port=port, access_log=False, server_header=False, **kwargs)

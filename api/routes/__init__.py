@@ -1,0 +1,7 @@
+"""The v1 routers, one module per resource."""
+
+from api.routes import health, models, patients, query, records, twins
+
+__all__ = ["ROUTERS"]
+
+ROUTERS = (health.router, records.router, patients.router, query.router, twins.router, models.router)

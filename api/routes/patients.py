@@ -1,0 +1,95 @@
+"""``GET /v1/patients/{id}`` (summary), ``/timeline`` and ``/graph?as_of=`` (node-link export).
+
+Each read is audit-logged (``patient.read``, ``patient.timeline``, ``patient.graph``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from api.deps import ExistingPatient, SettingsDep, StoreDep, audited, require_scope
+from api.errors import ProblemError
+from api.openapi import problems
+from api.schemas import AsOf, GraphOut, PatientSummary, TimelineOut, edge_out, node_out
+from graph.export import deidentify as deidentify_graph
+from graph.query import patient_graph, timeline
+from graph.schema import NodeType
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/patients", tags=["patients"])
+
+_READ = Depends(require_scope("graph:read"))
+AsOfQuery = Annotated[AsOf | None, Query(description="See the graph as known at this time (ISO 8601; naive = UTC).")]
+
+
+@router.get(
+    "/{patient_id}",
+    response_model=PatientSummary,
+    summary="A patient's demographics, record counts by type and time span.",
+    dependencies=[Depends(audited("patient.read")), _READ],
+    responses=problems(404),
+)
+def get_patient(patient_id: ExistingPatient, store: StoreDep, as_of: AsOfQuery = None) -> PatientSummary:
+    g = patient_graph(store, patient_id, as_of=as_of)
+    own = [n for n in g.nodes if n.patient_id == patient_id]
+    patient = next((n for n in own if n.type is NodeType.PATIENT), None)
+    times = [n.time for n in own if n.time is not None]
+    return PatientSummary(
+        patient_id=patient_id,
+        as_of=as_of,
+        patient=node_out(patient) if patient else None,
+        counts={t: c for t, c in g.counts().items() if t not in ("Concept", "Gene")},
+        first_record=min(times, default=None),
+        last_record=max(times, default=None),
+    )
+
+
+@router.get(
+    "/{patient_id}/timeline",
+    response_model=TimelineOut,
+    summary="A patient's time-stamped records in time order.",
+    dependencies=[Depends(audited("patient.timeline")), _READ],
+    responses=problems(404),
+)
+def get_timeline(
+    patient_id: ExistingPatient,
+    store: StoreDep,
+    as_of: AsOfQuery = None,
+    types: Annotated[list[NodeType] | None, Query(alias="type", description="Only these node types.")] = None,
+    start: Annotated[AsOf | None, Query(description="Window start (inclusive).")] = None,
+    end: Annotated[AsOf | None, Query(description="Window end (inclusive).")] = None,
+) -> TimelineOut:
+    nodes = timeline(store, patient_id, as_of=as_of, types=types, start=start, end=end)
+    return TimelineOut(patient_id=patient_id, as_of=as_of, count=len(nodes), nodes=[node_out(n) for n in nodes])
+
+
+@router.get(
+    "/{patient_id}/graph",
+    response_model=GraphOut,
+    summary="A patient's graph as of a time (node-link), optionally de-identified.",
+    dependencies=[Depends(audited("patient.graph")), _READ],
+    responses=problems(404, 409),
+)
+def get_graph(
+    patient_id: ExistingPatient,
+    store: StoreDep,
+    settings: SettingsDep,
+    as_of: AsOfQuery = None,
+    deidentify: Annotated[bool, Query(description="Hash ids and drop identifying properties.")] = False,
+) -> GraphOut:
+    g = patient_graph(store, patient_id, as_of=as_of)
+    if deidentify:
+        if settings.deid_salt is None:
+            raise ProblemError(409, "de-identified export needs TWIN_DEID_SALT to be configured", kind="not-configured")
+        g = deidentify_graph(g, salt=settings.deid_salt.get_secret_value())
+    return GraphOut(
+        patient_id=patient_id,
+        as_of=as_of,
+        deidentified=deidentify,
+        counts=g.counts(),
+        nodes=[node_out(n) for n in g.nodes],
+        links=[edge_out(e) for e in g.edges],
+    )

@@ -1,0 +1,426 @@
+"""Request and response models of the v1 API (the OpenAPI document is generated from these).
+
+Library objects are mapped to these models at the route boundary; nothing here holds logic
+beyond validation and shape.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from graph.schema import Edge, Node
+from scenarios.plan import TreatmentPlan
+
+__all__ = [
+    "AsOf",
+    "CohortQuery",
+    "CohortResult",
+    "CypherQuery",
+    "CypherResult",
+    "EdgeOut",
+    "FieldProblem",
+    "ForecastOut",
+    "ForecastRequest",
+    "GraphOut",
+    "Health",
+    "IngestResult",
+    "JobList",
+    "JobOut",
+    "MODEL_NAME",
+    "ModelList",
+    "ModelOut",
+    "NodeOut",
+    "PatientSummary",
+    "PlanProblem",
+    "PredicateIn",
+    "Problem",
+    "Readiness",
+    "RecordProblem",
+    "ScenarioOut",
+    "ScenarioRequest",
+    "TimelineOut",
+    "TrainRequest",
+    "edge_out",
+    "node_out",
+]
+
+
+#: Timestamps the API accepts: wide enough for any clinical record, far from datetime's limits.
+MIN_YEAR, MAX_YEAR = 1800, 2399
+
+
+def _to_utc(v: datetime) -> datetime:
+    try:
+        out = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("date-time is outside the representable range once converted to UTC") from None
+    if not MIN_YEAR <= out.year <= MAX_YEAR:
+        raise ValueError(f"date-time must lie between the years {MIN_YEAR} and {MAX_YEAR}, got {out.year}")
+    return out
+
+
+#: A timestamp in any ISO 8601 form (years 1800-2399); naive values are taken as UTC.
+AsOf = Annotated[datetime, AfterValidator(_to_utc)]
+
+
+class _Strict(BaseModel):
+    """Request bodies: unknown fields are refused; scalar fields are declared ``strict`` so that
+    ``true`` is not read as 1 nor ``"5"`` as 5 (datetimes still parse from ISO strings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- problems
+class FieldProblem(BaseModel):
+    """One failing location of a request that did not validate."""
+
+    location: str = Field(description="body, query, path or header.")
+    field: str = Field(description="Dotted path of the failing field inside that location.")
+    message: str
+
+
+class RecordProblem(BaseModel):
+    """Where a submitted record failed: upload name, resource (type/id or line), FHIR field, reason."""
+
+    file: str | None = None
+    resource: str | None = None
+    field: str | None = None
+    reason: str
+
+
+class PlanProblem(BaseModel):
+    """Where a submitted treatment plan failed: plan name, field (``actions[1].dose``), reason."""
+
+    plan: str | None = None
+    field: str | None = None
+    reason: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``)."""
+
+    type: str = Field("about:blank", description="URI identifying the kind of problem.")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    instance: str | None = Field(None, description="Path of the request (never its query string).")
+    errors: list[FieldProblem] | None = Field(None, description="Validation failures, one per field.")
+    record: RecordProblem | None = Field(None, description="The failing record of an ingest.")
+    plan: PlanProblem | None = Field(None, description="The failing treatment plan of a scenario request.")
+
+
+# --------------------------------------------------------------------------- graph
+class NodeOut(BaseModel):
+    """A graph node as stored (times as UTC ISO 8601)."""
+
+    id: str
+    type: str
+    patient_id: str | None = None
+    time: datetime | None = None
+    end: datetime | None = None
+    code: str | None = None
+    system: str | None = None
+    display: str | None = None
+    value: float | None = None
+    unit: str | None = None
+    props: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = None
+
+
+class EdgeOut(BaseModel):
+    """A typed, directed edge."""
+
+    source: str
+    rel: str
+    target: str
+    props: dict[str, Any] = Field(default_factory=dict)
+
+
+def node_out(n: Node) -> NodeOut:
+    """Map a library :class:`~graph.schema.Node` to its response model."""
+    return NodeOut(
+        id=n.id,
+        type=n.type.value,
+        patient_id=n.patient_id,
+        time=n.time,
+        end=n.end,
+        code=n.code,
+        system=n.system,
+        display=n.display,
+        value=n.value,
+        unit=n.unit,
+        props=dict(n.props),
+        source=n.source,
+    )
+
+
+def edge_out(e: Edge) -> EdgeOut:
+    """Map a library :class:`~graph.schema.Edge` to its response model."""
+    return EdgeOut(source=e.src, rel=e.rel.value, target=e.dst, props=dict(e.props))
+
+
+class PatientSummary(BaseModel):
+    """A patient as of a time: demographics node, record counts by node type, time span."""
+
+    patient_id: str
+    as_of: datetime | None = None
+    patient: NodeOut | None = Field(None, description="The Patient node (absent if only events were ingested).")
+    counts: dict[str, int] = Field(description="Node counts by type in the patient's graph.")
+    first_record: datetime | None = None
+    last_record: datetime | None = None
+
+
+class TimelineOut(BaseModel):
+    """A patient's time-stamped records in time order."""
+
+    patient_id: str
+    as_of: datetime | None = None
+    count: int
+    nodes: list[NodeOut]
+
+
+class GraphOut(BaseModel):
+    """Node-link export of a patient's graph as of a time."""
+
+    patient_id: str
+    as_of: datetime | None = None
+    deidentified: bool = False
+    counts: dict[str, int]
+    nodes: list[NodeOut]
+    links: list[EdgeOut]
+
+
+# --------------------------------------------------------------------------- cohort query
+class HasConditionIn(_Strict):
+    has_condition: str = Field(min_length=1, description="SNOMED/ICD code of the condition.")
+    system: str | None = None
+
+
+class LabValueIn(_Strict):
+    lab: str = Field(min_length=1, description="LOINC code of the lab.")
+    op: Literal[">", ">=", "<", "<=", "="] = ">"
+    value: float = Field(allow_inf_nan=False, description="Threshold in the lab's canonical unit.", strict=True)
+    within_days: float | None = Field(
+        None, gt=0, le=73_000, allow_inf_nan=False, strict=True,
+        description="Only labs this recent, in days (needs as_of).",
+    )
+
+
+class OnMedicationIn(_Strict):
+    on_medication: str = Field(min_length=1, description="RxNorm code.")
+
+
+class CarriesVariantIn(_Strict):
+    carries_variant_in: str = Field(min_length=1, description="HGNC gene symbol.")
+
+
+class AllIn(_Strict):
+    all: list[PredicateIn] = Field(min_length=1)
+
+
+class AnyIn(_Strict):
+    any: list[PredicateIn] = Field(min_length=1)
+
+
+class NotIn(_Strict):
+    not_: PredicateIn = Field(alias="not")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+PredicateIn = Union[HasConditionIn, LabValueIn, OnMedicationIn, CarriesVariantIn, AllIn, AnyIn, NotIn]
+for _m in (AllIn, AnyIn, NotIn):
+    _m.model_rebuild()
+
+
+class CohortQuery(_Strict):
+    """A composable cohort predicate (see :mod:`graph.predicates`) evaluated as of a time."""
+
+    predicate: PredicateIn
+    as_of: AsOf | None = None
+
+    def predicate_dict(self) -> dict[str, Any]:
+        """The predicate in the JSON form :func:`graph.predicates.predicate_from_dict` reads."""
+        return self.predicate.model_dump(by_alias=True, exclude_none=True)
+
+
+class CohortResult(BaseModel):
+    count: int
+    patient_ids: list[str]
+
+
+class CypherQuery(_Strict):
+    """A read-only Cypher statement; user values go in ``params``, never into the text."""
+
+    query: str = Field(min_length=1, max_length=20_000)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class CypherResult(BaseModel):
+    """Columns and JSON-ready rows; ``truncated`` when rows were cut at the configured limit."""
+
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    truncated: bool
+
+
+# --------------------------------------------------------------------------- records
+class IngestResult(BaseModel):
+    """What one upload changed (a repeated upload adds nothing: idempotent)."""
+
+    upload: str = Field(description="Name given to the upload in errors and counts.")
+    resources: int = Field(description="Resources (or files) read from the upload.")
+    patients: list[str] = Field(description="Ids of the patients the upload touched.")
+    nodes_by_type: dict[str, int] = Field(description="Nodes in the upload by type.")
+    skipped: dict[str, int] = Field(description="Resource types read but not mapped to the graph.")
+    nodes_added: int
+    nodes_updated: int
+    edges_added: int
+    edges_pending: int = Field(description="Edges whose other end has not been ingested yet (store-wide).")
+
+
+# --------------------------------------------------------------------------- models
+MODEL_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class TrainRequest(_Strict):
+    """Train a model on every patient in the store (a background job; see ``GET /v1/jobs/{id}``)."""
+
+    name: str = Field("default", pattern=MODEL_NAME, description="Model name (lower-case letters, digits, - and _).")
+    replace: bool = Field(False, description="Overwrite an existing model of this name.", strict=True)
+    epochs: int = Field(30, ge=1, le=500, strict=True)
+    members: int = Field(3, ge=1, le=10, description="Ensemble size (epistemic uncertainty).", strict=True)
+    batch_size: int = Field(32, ge=1, le=1024, strict=True)
+    origins_per_patient: int = Field(4, ge=1, le=64, strict=True)
+    horizon_days: int = Field(365, ge=7, le=3650, strict=True)
+    patience: int = Field(5, ge=1, le=100, strict=True)
+    seed: int = Field(0, ge=0, le=2**31 - 1, strict=True)
+
+
+class ModelOut(BaseModel):
+    """A trained model on disk and its training report."""
+
+    name: str
+    updated: datetime
+    size_bytes: int
+    report: dict[str, Any] | None = Field(None, description="The training report written next to the checkpoint.")
+
+
+class ModelList(BaseModel):
+    count: int
+    models: list[ModelOut]
+
+
+# --------------------------------------------------------------------------- twins
+class _TwinRequest(_Strict):
+    model: str = Field("default", pattern=MODEL_NAME, description="Name of a trained model (GET /v1/models).")
+    as_of: AsOf | None = Field(None, description="Forecast origin; default: the patient's latest record.")
+    n_samples: int = Field(32, ge=1, le=512, description="Draws of the twin's uncertainty.", strict=True)
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Same inputs and seed give the same numbers.", strict=True)
+
+
+class ForecastRequest(_TwinRequest):
+    """Forecast a patient's labs and event risks under their current therapy."""
+
+    horizon_days: int = Field(365, ge=1, le=3650, strict=True)
+    step_days: int = Field(7, ge=1, le=365, description="Spacing of the returned trajectory points.", strict=True)
+
+
+class LabForecastOut(BaseModel):
+    code: str
+    name: str
+    unit: str
+    days: list[float] = Field(description="Days after the origin.")
+    median: list[float]
+    p05: list[float]
+    p95: list[float]
+    mean: list[float]
+
+
+class ForecastOut(BaseModel):
+    """Per-lab median and 5-95 % band over the horizon, and each event's risk by the horizon."""
+
+    patient_id: str
+    model: str
+    origin: datetime
+    horizon_days: int
+    n_samples: int
+    n_members: int
+    labs: dict[str, LabForecastOut]
+    event_risk: dict[str, float]
+
+
+class ThresholdIn(_Strict):
+    lab: str = Field(min_length=1, max_length=100, description="Lab code, name or alias (eGFR, HbA1c).")
+    op: Literal[">", ">=", "<", "<="]
+    value: float = Field(allow_inf_nan=False, strict=True)
+
+
+class ScenarioRequest(_TwinRequest):
+    """Simulate the patient's twin under several plans in one batched solve; optionally rank them."""
+
+    plans: list[TreatmentPlan] = Field(min_length=1, max_length=32)
+    horizon_days: float = Field(365, ge=1, le=3650, allow_inf_nan=False, strict=True)
+    reference: str | None = Field(None, description="Plan differences are taken against (default: the first).")
+    objective: str | None = Field(
+        None, max_length=500, description="e.g. 'minimise HbA1c at 180d subject to eGFR > 45'."
+    )
+    thresholds: list[ThresholdIn] = Field(default_factory=list, max_length=16)
+    days: list[Annotated[float, Field(ge=0, le=3650, allow_inf_nan=False, strict=True)]] | None = Field(
+        None, max_length=16, description="Days to summarise (default: 90/180/365 within the horizon)."
+    )
+    strict: bool = Field(
+        False, description="Refuse plans outside the model's training range instead of flagging.", strict=True
+    )
+
+
+class ScenarioOut(BaseModel):
+    """The scenario engine's result for one patient (see ``scenarios.ScenarioResult.to_dict``)."""
+
+    patient_id: str
+    model: str
+    origin: datetime
+    plans: list[str]
+    reference: str
+    horizon_days: float
+    n_samples: int
+    seed: int
+    quantiles: list[float]
+    labs: dict[str, dict[str, str]] = Field(description="Lab code -> name and unit.")
+    events: list[str]
+    flags: list[dict[str, Any]] = Field(description="Plans outside what the model saw (unknown drug, extreme dose).")
+    results: list[dict[str, Any]] = Field(description="Per plan: labs at each day with intervals and differences "
+                                                       "to the reference, event risks, threshold times, flags.")
+    ranking: dict[str, Any] | None = Field(None, description="Plans ordered by the objective, with P(top is best).")
+
+
+# --------------------------------------------------------------------------- jobs, health
+class JobOut(BaseModel):
+    """State of a background job; ``failed`` with ``error`` after a restart interrupted it."""
+
+    id: str
+    kind: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: float = Field(ge=0, le=1)
+    message: str | None = None
+    created: datetime
+    updated: datetime
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class JobList(BaseModel):
+    count: int
+    jobs: list[JobOut]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    store: Literal["embedded", "neo4j"] = Field(description="Store kind, never its URL or credentials.")

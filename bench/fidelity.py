@@ -1,0 +1,331 @@
+"""Forecast fidelity of the twin against ground truth, baselines and ablations (one command).
+
+    PYTHONPATH=. .venv/bin/python bench/fidelity.py                 # 500 synthetic patients
+    PYTHONPATH=. .venv/bin/python bench/fidelity.py --patients 200 --epochs 15 --members 2
+    PYTHONPATH=. .venv/bin/python bench/fidelity.py --external      # Synthea records, no truth
+
+Synthetic mode: generate (or reuse) a cohort, ingest it into a temporary embedded store,
+hold out 20% of patients, train the twin on the rest, and score forecasts from random
+origins of the held-out patients against the generator's noise-free trajectories at
+30/90/180/365 days, under the treatments the patients actually received (the same inputs
+for the twin and the GRU baseline). Also: 90% interval coverage of the observed future lab
+values, and the C-index of the 1-year event risk. Prints tables, writes
+``bench/results/fidelity.json`` (or ``fidelity-external.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from graph.ingest import ingest_paths  # noqa: E402
+from graph.store.sqlite import SQLiteStore  # noqa: E402
+from graph.timeutil import days_between, parse_fhir_time  # noqa: E402
+from twin.baselines import lab_history, last_value, linear_trend, seq_example, train_gru  # noqa: E402
+from twin.features import Example, drop_modalities, load_records  # noqa: E402
+from twin.model.checkpoint import TwinEnsemble  # noqa: E402
+from twin.predict import predict  # noqa: E402
+from twin.train import TrainConfig, TrainReport, build_examples, split_patients, train  # noqa: E402
+
+HORIZONS = (30, 90, 180, 365)
+WINDOWS = {30: (1, 60), 90: (60, 135), 180: (135, 270), 365: (270, 366)}
+
+
+def cindex(risk: np.ndarray, time_: np.ndarray, flag: np.ndarray) -> float:
+    """Harrell's concordance: among comparable pairs (earlier time had the event), the share
+    where the earlier one had the higher predicted risk (ties count half)."""
+    num = den = 0.0
+    for i in np.flatnonzero(flag > 0):
+        later = time_ > time_[i]
+        den += later.sum()
+        num += (risk[i] > risk[later]).sum() + 0.5 * (risk[i] == risk[later]).sum()
+    return float(num / den) if den else float("nan")
+
+
+def _truth_at(truth: dict[str, Any], code: str, day: float) -> float | None:
+    tr = truth["trajectories"]
+    days = np.asarray(tr["days"], float)
+    vals = tr.get(code)
+    if vals is None or not len(days) or day > days[-1] or day < days[0]:
+        return None
+    v = np.asarray([np.nan if x is None else x for x in vals], float)
+    out = float(np.interp(day, days, v))
+    return None if math.isnan(out) else out
+
+
+class Scores:
+    """Accumulates errors per model, lab and horizon."""
+
+    def __init__(self) -> None:
+        self.err: dict[str, dict[str, dict[int, list[float]]]] = {}
+
+    def add(self, model: str, code: str, h: int, e: float) -> None:
+        self.err.setdefault(model, {}).setdefault(code, {}).setdefault(h, []).append(e)
+
+    def table(self) -> dict[str, Any]:
+        return {m: {c: {str(h): {"mae": float(np.mean(np.abs(v))), "rmse": float(np.sqrt(np.mean(np.square(v)))),
+                                 "n": len(v)} for h, v in hs.items()} for c, hs in cs.items()}
+                for m, cs in self.err.items()}
+
+
+def evaluate(ens: TwinEnsemble, test_ex: list[Example], records: dict[str, Any], truths: dict[str, dict] | None,
+             gru: Any, n_samples: int, seed: int) -> dict[str, Any]:
+    vocab, norms = ens.spec.vocab, ens.spec.norms
+    codes = vocab.target_labs
+    mu = np.array([norms.lab_mean[c] for c in codes])
+    sd = np.array([norms.lab_std[c] for c in codes])
+    t_query = np.unique(np.concatenate([np.arange(0, 366, 7), HORIZONS])).astype(np.float32)
+    hix = {h: int(np.flatnonzero(t_query == h)[0]) for h in HORIZONS}
+    vs_truth, vs_obs = Scores(), Scores()
+    cover: dict[str, list[float]] = {"twin_obs": [], "twin_truth": []}
+    risks, ev_t, ev_f = [], [], []
+    variants = {"twin": {}, "twin_no_images": {"images": True}, "twin_no_variants": {"variants": True}}
+    has_mod = {"images": [], "variants": []}
+    for i in range(0, len(test_ex), 32):
+        chunk = test_ex[i: i + 32]
+        doses = torch.stack([e.doses for e in chunk])
+        preds = {}
+        for name, drop in variants.items():
+            graphs = [drop_modalities(e.graph, **drop) if drop else e.graph for e in chunk]
+            preds[name] = predict(ens, graphs, doses, torch.from_numpy(t_query), n_samples=n_samples, seed=seed)
+        risks.append(preds["twin"].risk)
+        ev_t.append(np.stack([e.targets.event_time for e in chunk]))
+        ev_f.append(np.stack([e.targets.event_flag for e in chunk]))
+        if gru is not None:
+            seqs = [seq_example(records[e.patient_id], e, vocab, norms) for e in chunk]
+            with torch.no_grad():
+                grid, gmean, _ = gru([s.seq for s in seqs], torch.stack([s.anchor for s in seqs]),
+                                     torch.stack([s.anchor_mask for s in seqs]), doses, 365.0)
+            gmean = gmean.numpy()
+            gi = {h: int(np.argmin(np.abs(grid.numpy() - h))) for h in HORIZONS}
+        for b, ex in enumerate(chunk):
+            hist = lab_history(records[ex.patient_id].cut(ex.t0), ex.t0, vocab, norms)
+            hq = np.array(HORIZONS, float)
+            base = {"last_value": last_value(hist, hq) * sd + mu, "linear_trend": linear_trend(hist, hq) * sd + mu}
+            if gru is not None:
+                base["gru"] = np.stack([gmean[b, gi[h]] for h in HORIZONS]) * sd + mu
+            has_mod["images"].append(ex.graph["image"].num_nodes > 0)
+            has_mod["variants"].append(ex.graph["variant"].num_nodes > 0)
+            # against the generator's noise-free truth
+            if truths is not None:
+                tr = truths[ex.patient_id]
+                d0 = days_between(parse_fhir_time(tr["start_date"]), ex.t0)
+                for k, h in enumerate(HORIZONS):
+                    for j, c in enumerate(codes):
+                        y = _truth_at(tr, c, d0 + h)
+                        if y is None:
+                            continue
+                        for name, p in preds.items():
+                            vs_truth.add(name, c, h, float(p.mean[b, hix[h], j]) - y)
+                        for name, arr in base.items():
+                            vs_truth.add(name, c, h, float(arr[k, j]) - y)
+                        p = preds["twin"]
+                        cover["twin_truth"].append(float(p.p05[b, hix[h], j] <= y <= p.p95[b, hix[h], j]))
+            # against observed future values (noisy), bucketed into horizon windows
+            for t, j, ys in zip(ex.targets.t, ex.targets.lab, ex.targets.y):
+                y = float(ys) * sd[j] + mu[j]
+                g = int(np.argmin(np.abs(t_query - t)))
+                p = preds["twin"]
+                cover["twin_obs"].append(float(p.p05[b, g, j] <= y <= p.p95[b, g, j]))
+                h = next((h for h, (lo, hi) in WINDOWS.items() if lo <= t < hi), None)
+                if h is None:
+                    continue
+                for name, pp in preds.items():
+                    vs_obs.add(name, codes[j], h, float(pp.mean[b, g, j]) - y)
+                tq = np.array([t], float)
+                vs_obs.add("last_value", codes[j], h, float(last_value(hist, tq)[0, j] * sd[j] + mu[j]) - y)
+                vs_obs.add("linear_trend", codes[j], h, float(linear_trend(hist, tq)[0, j] * sd[j] + mu[j]) - y)
+                if gru is not None:
+                    gg = int(np.argmin(np.abs(grid.numpy() - t)))
+                    vs_obs.add("gru", codes[j], h, float(gmean[b, gg, j] * sd[j] + mu[j]) - y)
+    risk = np.concatenate(risks) if risks else np.zeros((0, 0))
+    et, ef = (np.concatenate(ev_t), np.concatenate(ev_f)) if ev_t else (np.zeros((0, 0)), np.zeros((0, 0)))
+    cidx = {k: {"c_index": cindex(risk[:, i], et[:, i], ef[:, i]), "events": int(ef[:, i].sum())}
+            for i, k in enumerate(vocab.event_kinds)}
+    return {
+        "vs_truth": vs_truth.table() if truths is not None else None,
+        "vs_observed": vs_obs.table(),
+        "coverage90": {k: (float(np.mean(v)) if v else None) for k, v in cover.items()},
+        "coverage_n": {k: len(v) for k, v in cover.items()},
+        "event_c_index_1y": cidx,
+        "n_test_examples": len(test_ex),
+        "share_with": {k: float(np.mean(v)) if v else 0.0 for k, v in has_mod.items()},
+    }
+
+
+def summarise(table: dict[str, Any], codes: list[str], norms: Any) -> dict[str, Any]:
+    """Mean standardised RMSE per model and horizon; twin vs best baseline at 180 days."""
+    out: dict[str, Any] = {"mean_std_rmse": {}, "rmse_180": {}}
+    for m, cs in table.items():
+        out["mean_std_rmse"][m] = {}
+        for h in HORIZONS:
+            v = [cs[c][str(h)]["rmse"] / norms.lab_std[c] for c in codes if c in cs and str(h) in cs[c]]
+            out["mean_std_rmse"][m][str(h)] = float(np.mean(v)) if v else None
+        out["rmse_180"][m] = {c: cs[c]["180"]["rmse"] for c in codes if c in cs and "180" in cs[c]}
+    baselines = [m for m in ("last_value", "linear_trend", "gru") if m in table]
+    imp = {}
+    for c in codes:
+        vals = {m: out["rmse_180"][m].get(c) for m in baselines if out["rmse_180"][m].get(c) is not None}
+        tw = out["rmse_180"].get("twin", {}).get(c)
+        if vals and tw is not None:
+            best = min(vals, key=vals.get)
+            imp[c] = {"best_baseline": best, "baseline_rmse": vals[best], "twin_rmse": tw,
+                      "improvement": 1.0 - tw / vals[best]}
+    out["twin_vs_best_baseline_180"] = imp
+    ms = out["mean_std_rmse"]
+    best_mean = min((ms[m]["180"] for m in baselines if ms[m]["180"] is not None), default=None)
+    if best_mean and ms.get("twin", {}).get("180") is not None:
+        out["mean_improvement_180"] = 1.0 - ms["twin"]["180"] / best_mean
+    return out
+
+
+def print_tables(res: dict[str, Any], codes: list[str], key: str) -> None:
+    table = res[key]
+    if not table:
+        return
+    models = list(table)
+    print(f"\nRMSE at 180 days ({key}) per lab")
+    print(f"{'model':18s}" + "".join(f"{c:>11s}" for c in codes))
+    for m in models:
+        print(f"{m:18s}" + "".join(f"{table[m].get(c, {}).get('180', {}).get('rmse', float('nan')):11.3f}" for c in codes))
+    s = res["summary_" + key]["mean_std_rmse"]
+    print(f"\nmean standardised RMSE ({key}) by horizon")
+    print(f"{'model':18s}" + "".join(f"{h:>9d}d" for h in HORIZONS))
+    for m in models:
+        print(f"{m:18s}" + "".join(f"{(s[m][str(h)] if s[m][str(h)] is not None else float('nan')):10.3f}" for h in HORIZONS))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    work = Path(args.work or tempfile.mkdtemp(prefix="twin-fidelity-"))
+    work.mkdir(parents=True, exist_ok=True)
+    truths: dict[str, dict] | None = None
+    if args.external:
+        src = ROOT.parent / "shared" / "data" / "external" / "synthea-fhir"
+        paths = [src]
+        cohort_info: dict[str, Any] = {"source": str(src)}
+    else:
+        from twin.synthetic import SynthConfig, generate_cohort
+
+        cdir = work / f"cohort-{args.patients}-{args.seed}"
+        if not (cdir / "cohort.json").exists():
+            generate_cohort(SynthConfig(patients=args.patients, seed=args.seed), cdir)
+        paths = [cdir / "fhir"]
+        cohort_info = {"dir": str(cdir), "patients": args.patients, "seed": args.seed}
+    db = work / ("external.db" if args.external else f"cohort-{args.patients}-{args.seed}.db")
+    db.unlink(missing_ok=True)
+    store = SQLiteStore(db)
+    t0 = time.perf_counter()
+    ingest_paths(store, paths, keep_going=args.external)
+    ingest_s = time.perf_counter() - t0
+    ids = store.patient_ids()
+    if not args.external:
+        truths = {p: json.loads((cdir / "truth" / f"{p}.json").read_text()) for p in ids}
+    rest, test_ids = split_patients(ids, args.test_fraction, args.seed + 17)
+    cfg = TrainConfig(epochs=args.epochs, members=args.members, seed=args.seed, progress=not args.quiet,
+                      origins_per_patient=args.origins, device=args.device,
+                      val_fraction=0.15 if len(rest) >= 20 else 0.25)
+    t0 = time.perf_counter()
+    if args.reuse_model and (work / "model.pt").is_file():  # evaluate again without retraining
+        rep = TrainReport(**json.loads((work / "model.report.json").read_text()))
+    else:
+        rep = train(store, cfg, work / "model.pt", patient_ids=rest)
+    train_s = time.perf_counter() - t0
+    ens = TwinEnsemble.load(work / "model.pt")
+    vocab, norms = ens.spec.vocab, ens.spec.norms
+    records = {p: load_records(store, p) for p in ids}
+    test_ex = build_examples([records[p] for p in test_ids], ens.spec, args.test_origins, 365, args.seed + 99,
+                             ens.image_encoder)
+    # GRU baseline on the same training origins as the twin
+    t0 = time.perf_counter()
+    tr_ids, va_ids = split_patients(rest, cfg.val_fraction, cfg.seed)
+    tr_ex = build_examples([records[p] for p in tr_ids], ens.spec, cfg.origins_per_patient, 365, cfg.seed)
+    va_ex = build_examples([records[p] for p in va_ids], ens.spec, cfg.origins_per_patient, 365, cfg.seed + 1)
+    gru = None
+    if tr_ex:
+        gru = train_gru([seq_example(records[e.patient_id], e, vocab, norms) for e in tr_ex],
+                        [seq_example(records[e.patient_id], e, vocab, norms) for e in va_ex],
+                        vocab.n_targets, vocab.n_drugs, horizon_days=365, epochs=args.epochs, seed=args.seed)
+    gru_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = evaluate(ens, test_ex, records, truths, gru, args.samples, args.seed)
+    eval_s = time.perf_counter() - t0
+    codes = vocab.target_labs
+    for key in ("vs_truth", "vs_observed"):
+        if res[key]:
+            res["summary_" + key] = summarise(res[key], codes, norms)
+    res.update({
+        "mode": "external" if args.external else "synthetic", "cohort": cohort_info,
+        "n_patients": len(ids), "n_train_patients": len(rest), "n_test_patients": len(test_ids),
+        "target_labs": codes, "drugs": vocab.drugs, "event_kinds": vocab.event_kinds,
+        "train": {k: v for k, v in rep.to_dict().items() if k != "members"},
+        "train_members": [{k: v for k, v in m.items() if k != "history"} for m in rep.members],
+        "seconds": {"ingest": ingest_s, "train_twin": train_s, "train_gru": gru_s, "evaluate": eval_s,
+                    "total": time.perf_counter() - t_start},
+        "config": {k: v for k, v in vars(args).items()}, "torch_threads": torch.get_num_threads(),
+        "created": datetime.now().isoformat(timespec="seconds"),
+    })
+    store.close()
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--patients", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--members", type=int, default=3)
+    ap.add_argument("--origins", type=int, default=4, help="training origins per patient")
+    ap.add_argument("--test-origins", type=int, default=None, help="origins per held-out patient (2; external 6)")
+    ap.add_argument("--test-fraction", type=float, default=None, help="held-out share (0.2; external 0.4)")
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--work", default=None, help="directory for the cohort, store and model (reused)")
+    ap.add_argument("--external", action="store_true", help="run on ../shared/data/external/synthea-fhir")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--reuse-model", action="store_true", help="reuse WORK/model.pt (same --work, seed and cohort)")
+    args = ap.parse_args(argv)
+    if args.test_origins is None:
+        args.test_origins = 6 if args.external else 2
+    if args.test_fraction is None:  # Synthea adults are seen about yearly: more held-out patients, more origins
+        args.test_fraction = 0.4 if args.external else 0.2
+    random.seed(args.seed)
+    res = run(args)
+    codes = res["target_labs"]
+    print(f"\n{res['mode']} cohort: {res['n_patients']} patients ({res['n_test_patients']} held out, "
+          f"{res['n_test_examples']} test origins); targets {', '.join(codes)}")
+    for key in ("vs_truth", "vs_observed"):
+        if res.get(key):
+            print_tables(res, codes, key)
+            imp = res["summary_" + key].get("mean_improvement_180")
+            if imp is not None:
+                print(f"twin vs best baseline, mean standardised RMSE at 180 d ({key}): {imp:+.1%}")
+    print(f"\n90% interval coverage: {res['coverage90']}  (n={res['coverage_n']})")
+    print(f"event C-index at 1 year: {res['event_c_index_1y']}")
+    print(f"seconds: {json.dumps({k: round(v, 1) for k, v in res['seconds'].items()})}; "
+          f"per epoch {res['train']['seconds_per_epoch']:.2f}s on {res['train']['device']}")
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
+        "fidelity-external.json" if args.external else "fidelity.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=lambda o: None if isinstance(o, float) else str(o)))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

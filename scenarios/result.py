@@ -1,0 +1,242 @@
+"""The outcome of a scenario run: sampled trajectories of every twin under every plan, and summaries.
+
+Samples are *paired* across plans: sample ``s`` of every plan of one patient comes from the
+same draw of the twin's uncertainty (same initial latent state / ensemble member), so a
+difference between two plans is computed sample by sample and its interval reflects only the
+uncertainty about the treatment effect, not the patient's unknown level shared by both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from scenarios.errors import PlanError
+from scenarios.guardrails import Flag
+
+__all__ = ["LAB_ALIASES", "ScenarioResult", "Threshold", "Interval"]
+
+#: Common names of lab/vital codes (LOINC), so users can write ``HbA1c`` or ``eGFR``.
+LAB_ALIASES: dict[str, tuple[str, ...]] = {
+    "hba1c": ("4548-4", "17856-6", "59261-8"),
+    "a1c": ("4548-4", "17856-6"),
+    "egfr": ("33914-3", "62238-1", "48642-3", "48643-1", "98979-8", "69405-9"),
+    "ldl": ("18262-6", "13457-7", "2089-1"),
+    "hdl": ("2085-9",),
+    "sbp": ("8480-6",),
+    "systolic": ("8480-6",),
+    "dbp": ("8462-4",),
+    "diastolic": ("8462-4",),
+    "potassium": ("2823-3", "6298-4"),
+    "k": ("2823-3", "6298-4"),
+    "creatinine": ("2160-0", "38483-4"),
+    "glucose": ("2339-0", "2345-7"),
+    "bmi": ("39156-5",),
+    "weight": ("29463-7",),
+}
+
+Interval = tuple[float, float, float]
+"""``(median, 5 % quantile, 95 % quantile)`` (the quantile levels of the result)."""
+
+_OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """``lab op value``, e.g. eGFR < 45: the time until it first holds is reported."""
+
+    lab: str
+    op: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.op not in _OPS:
+            raise PlanError(f"threshold operator must be one of {', '.join(_OPS)}, got {self.op!r}")
+        if not math.isfinite(self.value):
+            raise PlanError(f"threshold value must be finite, got {self.value}")
+
+    def holds(self, x: np.ndarray) -> np.ndarray:
+        return _OPS[self.op](x, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.lab} {self.op} {self.value:g}"
+
+
+@dataclass
+class ScenarioResult:
+    """All twins × plans of one batched solve.
+
+    Shapes: ``lab_samples`` ``[S, N, P, T, L]`` (lab values in their units), ``risk_samples``
+    ``[S, N, P, T, E]`` (cumulative probability of each event by each time), with S samples,
+    N patients, P plans, T query times (``times``, days from each patient's origin), L labs,
+    E event kinds.
+    """
+
+    patients: list[str]
+    plans: list[str]
+    reference: str
+    times: np.ndarray
+    labs: list[str]
+    lab_samples: np.ndarray
+    events: list[str] = field(default_factory=list)
+    risk_samples: np.ndarray | None = None
+    lab_names: dict[str, str] = field(default_factory=dict)
+    lab_units: dict[str, str] = field(default_factory=dict)
+    thresholds: list[Threshold] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
+    quantiles: tuple[float, float] = (0.05, 0.95)
+    seed: int = 0
+    horizon_days: float = 0.0
+
+    def __post_init__(self) -> None:
+        S, N, P, T, L = self.lab_samples.shape
+        if (N, P, T, L) != (len(self.patients), len(self.plans), len(self.times), len(self.labs)):
+            raise ValueError(f"lab_samples shape {self.lab_samples.shape} does not match "
+                             f"patients×plans×times×labs = {N}×{P}×{T}×{L}")
+        if self.reference not in self.plans:
+            raise ValueError(f"reference plan {self.reference!r} is not among the plans {self.plans}")
+
+    # ----------------------------------------------------------------- lookups
+    @property
+    def n_samples(self) -> int:
+        return int(self.lab_samples.shape[0])
+
+    def patient_index(self, patient: str | int | None) -> int:
+        if patient is None:
+            if len(self.patients) != 1:
+                raise PlanError(f"the result holds {len(self.patients)} patients; name one")
+            return 0
+        if isinstance(patient, int):
+            return patient
+        try:
+            return self.patients.index(patient)
+        except ValueError:
+            raise PlanError(f"patient {patient!r} is not in this result") from None
+
+    def plan_index(self, plan: str | int) -> int:
+        if isinstance(plan, int):
+            return plan
+        try:
+            return self.plans.index(plan)
+        except ValueError:
+            raise PlanError(f"plan {plan!r} is not in this result (plans: {', '.join(self.plans)})") from None
+
+    def lab_index(self, lab: str) -> int:
+        """Index of ``lab``: a code, a display name, or a common alias (``HbA1c``, ``eGFR``)."""
+        key = lab.strip()
+        if key in self.labs:
+            return self.labs.index(key)
+        low = key.lower()
+        for i, c in enumerate(self.labs):
+            if self.lab_names.get(c, "").lower() == low:
+                return i
+        for code in LAB_ALIASES.get(low.replace(" ", ""), ()):
+            if code in self.labs:
+                return self.labs.index(code)
+        hits = [i for i, c in enumerate(self.labs) if low and low in self.lab_names.get(c, "").lower()]
+        if len(hits) == 1:
+            return hits[0]
+        known = ", ".join(f"{c} ({self.lab_names.get(c, c)})" for c in self.labs)
+        raise PlanError(f"lab {lab!r} is not forecast by this model (forecast labs: {known})")
+
+    def event_index(self, event: str) -> int:
+        key = event.strip().lower().removeprefix("risk:").replace("hospitalization", "hospitalisation")
+        if key in self.events:
+            return self.events.index(key)
+        raise PlanError(f"event {event!r} is not modelled (events: {', '.join(self.events) or 'none'})")
+
+    def time_index(self, day: float) -> int:
+        """Index of the query time closest to ``day``."""
+        if day < 0 or day > self.times[-1] + 1e-9:
+            raise PlanError(f"day {day:g} is outside the simulated horizon 0–{self.times[-1]:g}")
+        return int(np.argmin(np.abs(self.times - day)))
+
+    # ----------------------------------------------------------------- samples
+    def lab_at(self, lab: str, day: float, patient: str | int | None = None) -> np.ndarray:
+        """Samples ``[S, P]`` of ``lab`` on ``day``."""
+        return self.lab_samples[:, self.patient_index(patient), :, self.time_index(day), self.lab_index(lab)]
+
+    def risk_at(self, event: str, day: float, patient: str | int | None = None) -> np.ndarray:
+        """Samples ``[S, P]`` of the cumulative risk of ``event`` by ``day``."""
+        if self.risk_samples is None:
+            raise PlanError("this result holds no event risks (the model has no event hazards)")
+        return self.risk_samples[:, self.patient_index(patient), :, self.time_index(day), self.event_index(event)]
+
+    def crossing_days(self, threshold: Threshold, patient: str | int | None = None) -> np.ndarray:
+        """Samples ``[S, P]`` of the first query day on which ``threshold`` holds (``inf``: never)."""
+        traj = self.lab_samples[:, self.patient_index(patient), :, :, self.lab_index(threshold.lab)]
+        hit = threshold.holds(traj)
+        first = np.where(hit.any(axis=-1), self.times[np.argmax(hit, axis=-1)], np.inf)
+        return first
+
+    def summarise(self, x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Median and the lower/upper quantiles of samples along ``axis``."""
+        lo, hi = self.quantiles
+        q = np.quantile(x, [0.5, lo, hi], axis=axis)
+        return q[0], q[1], q[2]
+
+    def trajectory(self, plan: str | int, lab: str, patient: str | int | None = None) -> dict[str, np.ndarray]:
+        """``{times, median, lo, hi}`` of ``lab`` under ``plan``."""
+        x = self.lab_samples[:, self.patient_index(patient), self.plan_index(plan), :, self.lab_index(lab)]
+        med, lo, hi = self.summarise(x)
+        return {"times": self.times, "median": med, "lo": lo, "hi": hi}
+
+    def difference(self, plan: str | int, lab: str, day: float, patient: str | int | None = None,
+                   reference: str | None = None) -> Interval:
+        """Paired difference ``plan − reference`` of ``lab`` on ``day``: (median, lo, hi)."""
+        x = self.lab_at(lab, day, patient)
+        d = x[:, self.plan_index(plan)] - x[:, self.plan_index(reference or self.reference)]
+        med, lo, hi = self.summarise(d)
+        return float(med), float(lo), float(hi)
+
+    # ----------------------------------------------------------------- report
+    def summary(self, patient: str | int | None = None, days: tuple[float, ...] | None = None) -> list[dict[str, Any]]:
+        """One JSON-ready row per plan: labs at ``days`` (default: horizon), differences to the
+        reference, event risks at the horizon, time to each threshold, and the plan's flags."""
+        pi = self.patient_index(patient)
+        days = days or (float(self.times[-1]),)
+        rows: list[dict[str, Any]] = []
+        for p, name in enumerate(self.plans):
+            row: dict[str, Any] = {"plan": name, "reference": name == self.reference, "labs": {}, "events": {},
+                                   "thresholds": {}, "flags": [f.to_dict() for f in self.flags if f.plan == name]}
+            for lab in self.labs:
+                per_day = {}
+                for d in days:
+                    x = self.lab_at(lab, d, pi)
+                    med, lo, hi = self.summarise(x[:, p])
+                    dm, dl, dh = self.difference(p, lab, d, pi)
+                    per_day[f"{d:g}"] = {"median": float(med), "lo": float(lo), "hi": float(hi),
+                                         "diff_vs_reference": {"median": dm, "lo": dl, "hi": dh}}
+                row["labs"][lab] = {"name": self.lab_names.get(lab, lab), "unit": self.lab_units.get(lab, ""),
+                                    "at_day": per_day}
+            for e in self.events:
+                r = self.risk_at(e, float(self.times[-1]), pi)
+                med, lo, hi = self.summarise(r[:, p])
+                dmed, dlo, dhi = self.summarise(r[:, p] - r[:, self.plan_index(self.reference)])
+                row["events"][e] = {"risk_at_horizon": {"median": float(med), "lo": float(lo), "hi": float(hi)},
+                                    "diff_vs_reference": {"median": float(dmed), "lo": float(dlo), "hi": float(dhi)}}
+            for th in self.thresholds:
+                c = self.crossing_days(th, pi)[:, p]
+                crossed = np.isfinite(c)
+                # "never" counts as later than the horizon: a quantile beyond it reads as None
+                beyond = float(self.times[-1]) + 1.0
+                q = self.summarise(np.where(crossed, c, beyond))
+                med, lo, hi = (None if v >= beyond else float(v) for v in q)
+                row["thresholds"][str(th)] = {"p_within_horizon": float(crossed.mean()),
+                                              "median_days": med, "lo_days": lo, "hi_days": hi}
+            rows.append(row)
+        return rows
+
+    def to_dict(self, days: tuple[float, ...] | None = None) -> dict[str, Any]:
+        """JSON-ready result: metadata and a per-patient list of plan summaries."""
+        return {
+            "plans": self.plans, "reference": self.reference, "horizon_days": self.horizon_days,
+            "n_samples": self.n_samples, "seed": self.seed, "quantiles": list(self.quantiles),
+            "labs": {c: {"name": self.lab_names.get(c, c), "unit": self.lab_units.get(c, "")} for c in self.labs},
+            "events": self.events, "flags": [f.to_dict() for f in self.flags],
+            "patients": [{"patient_id": pid, "plans": self.summary(i, days)} for i, pid in enumerate(self.patients)],
+        }
+

@@ -1,0 +1,294 @@
+"""Batched what-if simulation: every twin under every plan in one model solve.
+
+``simulate(twins, plans, horizon_days)`` resolves and checks the plans, turns each (twin, plan)
+pair into a daily dose schedule (:func:`scenarios.schedule.plan_dose_actions` +
+:func:`twin.features.treatment.dose_schedule`), stacks them into one ``[N·S·P, T, D]`` tensor
+and calls :meth:`twin.model.TwinModel.rollout` **once per ensemble member** on all
+N twins × S samples × P plans rows (never once per plan). Sample ``s`` comes from member
+``s mod M``.
+
+The twin's own :func:`twin.predict.predict` draws independent noise per plan row; here draws
+are shared across plans so that plan differences and rankings are paired (see below).
+
+Uncertainty: sample ``s`` of a twin draws its initial latent state ``z0 = mu + sigma·eps_s``
+(epistemic) and, with ``observation_noise``, a lab-noise draw ``eta_s`` (aleatoric). Both draws
+are shared by all plans of that twin (common random numbers), so differences between plans
+and rankings are paired comparisons. Everything is drawn from one ``torch.Generator`` seeded
+by ``seed``: the same call gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from graph.errors import TwinError
+from scenarios.drugs import DrugCatalog, default_catalog
+from scenarios.errors import PlanError
+from scenarios.guardrails import Flag, check_plans
+from scenarios.plan import ResolvedPlan, TreatmentPlan
+from scenarios.result import ScenarioResult, Threshold
+from scenarios.schedule import plan_dose_actions
+from twin.features import build_graph
+from twin.features.treatment import DoseAction, actions_from_records, dose_schedule
+
+__all__ = ["PreparedRun", "SimulatableTwin", "default_query_days", "prepare", "run_prepared", "simulate"]
+
+_KEY_DAYS = (30.0, 90.0, 180.0, 365.0)
+
+
+class SimulatableTwin(Protocol):
+    """What the engine needs of a twin (:class:`twin.twin.Twin`): its id, fitted ensemble,
+    records as of the origin and the origin itself."""
+
+    patient_id: str
+    model: Any  # twin.model.checkpoint.TwinEnsemble
+    records: Any  # twin.features.PatientRecords as of the origin
+    as_of: datetime
+
+
+def default_query_days(horizon_days: float, step_days: float, extra: Sequence[float] = ()) -> np.ndarray:
+    """Query times: every ``step_days`` from 0, the horizon, 30/90/180/365 and ``extra`` (within horizon)."""
+    grid = set(np.arange(0.0, horizon_days + 1e-9, step_days).round(6).tolist())
+    grid |= {float(d) for d in (*_KEY_DAYS, *extra) if 0 <= d <= horizon_days}
+    grid.add(float(horizon_days))
+    return np.array(sorted(grid), dtype=np.float64)
+
+
+@dataclass
+class PreparedRun:
+    """Inputs of one batched solve, built once (so benches can time the solve alone)."""
+
+    twins: list[Any]
+    graphs: list[Any]  # HeteroData per twin, as of its origin
+    plans: list[ResolvedPlan]
+    doses: torch.Tensor  # [N, P, T_days, D]
+    t_query: torch.Tensor  # [Q]
+    flags: list[Flag]
+    horizon_days: float
+
+
+def _parts(twin: Any) -> tuple[Any, Any, Any, datetime]:
+    """``(ensemble, feature spec, records, origin)`` of a twin."""
+    try:
+        model, records, t0 = twin.model, twin.records, twin.as_of
+    except AttributeError as exc:
+        raise TwinError(f"{type(twin).__name__} is not a twin the scenario engine can run: missing {exc.name!r}") from None
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise TwinError(f"the model of twin {twin.patient_id!r} carries no feature spec (vocabulary, normalisers)")
+    return model, spec, records, t0
+
+
+def _graph(twin: Any) -> Any:
+    """The twin's as-of graph (HeteroData) built exactly as its own forecast builds it."""
+    model, spec, records, t0 = _parts(twin)
+    return build_graph(records, t0, spec, getattr(model, "image_encoder", None))
+
+
+def _model_config(model: Any) -> Any:
+    """The :class:`ModelConfig` of a model or of an ensemble of them."""
+    cfg = getattr(model, "model_config", None) or getattr(model, "cfg", None)
+    if cfg is None:
+        raise TwinError(f"{type(model).__name__} is not a twin model (no config)")
+    return cfg
+
+
+def _as_plans(plans: Sequence[TreatmentPlan] | TreatmentPlan) -> list[TreatmentPlan]:
+    items = [plans] if isinstance(plans, TreatmentPlan) else list(plans)
+    if not items:
+        raise PlanError("no plan to simulate")
+    names = [p.name for p in items]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise PlanError(f"plan names must be unique in one run, repeated: {dup}")
+    return items
+
+
+def prepare(
+    twins: Sequence[Any] | Any,
+    plans: Sequence[TreatmentPlan] | TreatmentPlan,
+    horizon_days: float,
+    *,
+    strict: bool = False,
+    catalog: DrugCatalog | None = None,
+    query_days: Sequence[float] | None = None,
+    extra_days: Sequence[float] = (),
+    step_days: float | None = None,
+) -> PreparedRun:
+    """Resolve and check ``plans`` and build the dose tensor for every (twin, plan) pair."""
+    twin_list = list(twins) if isinstance(twins, Sequence) else [twins]
+    if not twin_list:
+        raise TwinError("no twin to simulate")
+    if not (math.isfinite(horizon_days) and 1 <= horizon_days <= 3650):
+        raise PlanError(f"horizon must be between 1 and 3650 days, got {horizon_days}")
+    model, spec, *_ = _parts(twin_list[0])
+    for tw in twin_list[1:]:
+        m, s, *_ = _parts(tw)
+        if m is not model or s.vocab.drugs != spec.vocab.drugs:
+            raise TwinError("all twins of one scenario run must share one fitted model")
+    cat = (catalog if catalog is not None else default_catalog()).with_codes(spec.vocab.drugs)
+    plan_list = _as_plans(plans)
+    n_days = int(math.ceil(horizon_days)) + 1
+    resolved_by_twin: list[list[ResolvedPlan]] = []
+    rows: list[torch.Tensor] = []
+    for tw in twin_list:
+        _, _, records, t0 = _parts(tw)
+        rp = [p.resolve(t0, cat) for p in plan_list]
+        resolved_by_twin.append(rp)
+        factual: list[DoseAction] = actions_from_records(records, t0, spec.vocab)
+        rows.append(torch.stack([dose_schedule(plan_dose_actions(factual, r), spec.vocab, spec.norms, n_days, strict=False)
+                                 for r in rp]))
+    resolved = resolved_by_twin[0]
+    # Plans with calendar dates resolve per twin; flags are checked on every resolution (deduplicated).
+    flags: list[Flag] = []
+    seen: set[tuple[str, str, str]] = set()
+    for rp in resolved_by_twin:
+        for f in check_plans(rp, spec.vocab, spec.norms, names=cat.names, strict=strict):
+            if (f.plan, f.kind, f.drug) not in seen:
+                seen.add((f.plan, f.kind, f.drug))
+                flags.append(f)
+    step = float(step_days if step_days is not None else _model_config(model).step_days)
+    if query_days:
+        tq = np.array(sorted(set(query_days)), dtype=np.float64)
+    else:
+        tq = default_query_days(horizon_days, step, extra_days)
+    if tq[0] < 0 or tq[-1] > horizon_days + 1e-9:
+        raise PlanError(f"query days must lie within 0–{horizon_days:g}")
+    graphs = [_graph(tw) for tw in twin_list]
+    return PreparedRun(twin_list, graphs, resolved, torch.stack(rows), torch.from_numpy(tq).float(), flags,
+                       float(horizon_days))
+
+
+def run_prepared(
+    run: PreparedRun,
+    *,
+    n_samples: int = 32,
+    seed: int = 0,
+    observation_noise: bool = True,
+    sample_latent: bool = True,
+    reference: str | None = None,
+    thresholds: Sequence[Threshold] = (),
+    plan_rows: slice | None = None,
+) -> ScenarioResult:
+    """Solve a prepared run (one :meth:`rollout` call per ensemble member) and collect the samples.
+
+    ``plan_rows`` restricts the solve to a slice of the plans (used by the loop-over-plans
+    comparison in ``bench/whatif.py``; the default solves all plans at once).
+    """
+    if n_samples < 1:
+        raise PlanError(f"n_samples must be >= 1, got {n_samples}")
+    model, spec, *_ = _parts(run.twins[0])
+    from torch_geometric.data import Batch
+
+    members = list(getattr(model, "members", None) or [model])
+    vocab, norms = spec.vocab, spec.norms
+    doses = run.doses if plan_rows is None else run.doses[:, plan_rows]
+    plans = run.plans if plan_rows is None else run.plans[plan_rows]
+    n, p, t_days, d = doses.shape
+    s = n_samples
+    latent = int(members[0].cfg.latent)
+    gen = torch.Generator().manual_seed(int(seed))
+    eps = torch.randn(n, s, latent, generator=gen)  # shared by all plans of a twin
+    if not sample_latent:
+        eps.zero_()
+    q = int(run.t_query.numel())
+    eta = torch.randn(n, s, q, vocab.n_targets, generator=gen) if observation_noise else None
+    device = next(members[0].parameters()).device
+    graphs = Batch.from_data_list(run.graphs).to(device)
+    tq = run.t_query.to(device)
+    mean = torch.empty(n, s, p, q, vocab.n_targets)
+    logvar = torch.empty_like(mean)
+    cum_haz = torch.empty(n, s, p, q, len(vocab.event_kinds))
+    # Sample s comes from ensemble member s mod M: one solve per member, each covering every
+    # twin x sample x plan row (ordered twin, sample, plan; plan fastest as rollout expects).
+    for k, member in enumerate(members):
+        idx = torch.arange(k, s, len(members))
+        if idx.numel() == 0:
+            continue
+        m_s = int(idx.numel())
+        dose_rows = doses.unsqueeze(1).expand(n, m_s, p, t_days, d).reshape(n * m_s * p, t_days, d).to(device)
+        eps_rows = eps[:, idx].unsqueeze(2).expand(n, m_s, p, latent).reshape(n * m_s * p, latent).to(device)
+        was_training = member.training
+        member.eval()
+        try:
+            with torch.no_grad():
+                ro = member.rollout(graphs, dose_rows, tq, eps=eps_rows)
+        finally:
+            member.train(was_training)
+        mean[:, idx] = ro.mean.reshape(n, m_s, p, q, -1).cpu()
+        logvar[:, idx] = ro.logvar.reshape(n, m_s, p, q, -1).cpu()
+        cum_haz[:, idx] = ro.cum_hazard.reshape(n, m_s, p, q, -1).cpu()
+    if eta is not None:
+        mean = mean + torch.exp(0.5 * logvar) * eta.unsqueeze(2)
+    labs = list(vocab.target_labs)
+    lab_mean = torch.tensor([norms.lab_mean.get(c, 0.0) for c in labs])
+    lab_std = torch.tensor([norms.lab_std.get(c, 1.0) for c in labs])
+    values = (mean * lab_std + lab_mean).permute(1, 0, 2, 3, 4).numpy()  # [S, N, P, Q, L]
+    events = list(vocab.event_kinds)
+    risk = None
+    if events:
+        lam = cum_haz.clamp(min=0.0)
+        risk = (1.0 - torch.exp(-lam)).permute(1, 0, 2, 3, 4).numpy()
+    names = [pl.name for pl in plans]
+    ref = reference or names[0]
+    if ref not in names:
+        raise PlanError(f"reference plan {ref!r} is not among the plans ({', '.join(names)})")
+    return ScenarioResult(
+        patients=[str(tw.patient_id) for tw in run.twins], plans=names, reference=ref,
+        times=run.t_query.numpy().astype(np.float64), labs=labs, lab_samples=values.astype(np.float32),
+        events=events, risk_samples=None if risk is None else risk.astype(np.float32),
+        lab_names=dict(vocab.target_names), lab_units=dict(vocab.target_units), thresholds=list(thresholds),
+        flags=[f for f in run.flags if f.plan in names], seed=int(seed), horizon_days=run.horizon_days)
+
+
+def simulate(
+    twins: Sequence[Any] | Any,
+    plans: Sequence[TreatmentPlan] | TreatmentPlan,
+    horizon_days: float,
+    *,
+    n_samples: int = 32,
+    seed: int = 0,
+    strict: bool = False,
+    reference: str | None = None,
+    thresholds: Sequence[Threshold] = (),
+    observation_noise: bool = True,
+    sample_latent: bool = True,
+    query_days: Sequence[float] | None = None,
+    extra_days: Sequence[float] = (),
+    catalog: DrugCatalog | None = None,
+) -> ScenarioResult:
+    """Simulate every twin under every plan for ``horizon_days`` in one batched model solve.
+
+    Args:
+        twins: one twin or a list sharing one fitted model (see :class:`SimulatableTwin`).
+        plans: the plans; names must be unique. ``reference`` (default: the first) is the plan
+            differences are taken against.
+        horizon_days: days after each twin's origin to simulate (1–3650).
+        n_samples: draws of the twin's uncertainty per twin (shared across plans).
+        seed: seeds every random draw; equal inputs and seed give equal results.
+        strict: refuse (``PlanError``) plans the model cannot be trusted with (unknown drug,
+            dose far outside training) instead of flagging them in the result.
+        thresholds: lab thresholds whose first crossing time is reported (e.g. eGFR < 45).
+        observation_noise: add the model's predicted lab noise (aleatoric) to the samples.
+        sample_latent: draw ``z0`` from the twin's posterior (False: its mean, epistemic off).
+        query_days: times to report (default: every solver step, key days 30/90/180/365, the
+            horizon, and ``extra_days``).
+
+    Returns:
+        A :class:`ScenarioResult` with samples ``[S, N, P, T, L]`` and summaries.
+
+    Raises:
+        PlanError: invalid plans, unknown drug names, or (``strict``) out-of-distribution plans.
+        TwinError: twins that do not share one model.
+    """
+    run = prepare(twins, plans, horizon_days, strict=strict, catalog=catalog, query_days=query_days,
+                  extra_days=extra_days)
+    return run_prepared(run, n_samples=n_samples, seed=seed, observation_noise=observation_noise,
+                        sample_latent=sample_latent, reference=reference, thresholds=thresholds)

@@ -1,0 +1,64 @@
+"""Training as a background job over real HTTP: 202 + job id, progress to a terminal state, listing."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tests.api.conftest import LiveServer
+from tests.api.helpers import assert_problem
+
+
+def _wait(c: httpx.Client, job_id: str, timeout_s: float = 240.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        doc = c.get(f"/v1/jobs/{job_id}").json()
+        if doc["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.2)
+
+
+def test_train_job_runs_to_a_listed_model(live: LiveServer, trained_model: dict) -> None:
+    assert trained_model["status"] == "succeeded", trained_model
+    assert trained_model["progress"] == 1.0
+    assert trained_model["result"]["n_train_patients"] >= 2
+    with live.client("sim") as c:
+        models = c.get("/v1/models").json()
+    assert trained_model["name"] in [m["name"] for m in models["models"]]
+    with live.client("admin") as c:
+        assert_problem(c.post("/v1/models", json={"name": trained_model["name"], "epochs": 1}), 409)
+        assert c.get("/v1/jobs").json()["count"] >= 1
+
+
+def test_training_on_too_few_patients_fails_honestly(tmp_path, live: LiveServer) -> None:  # noqa: ANN001
+    from tests.api.conftest import make_settings, start_server
+    from api.security import KeyStore
+
+    settings = make_settings(tmp_path)
+    ks = KeyStore(settings.keys_db)
+    token = ks.create("t", ["admin"]).token
+    ks.close()
+    server, thread, url = start_server(settings)
+    try:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
+            r = c.post("/v1/models", json={"name": "empty", "epochs": 1, "members": 1})
+            assert r.status_code == 202, r.text
+            doc = _wait(c, r.json()["id"], 60)
+    finally:
+        server.should_exit = True  # type: ignore[attr-defined]
+        thread.join(timeout=10)
+    assert doc["status"] == "failed" and "at least 2 patients" in doc["error"]
+
+
+def test_job_errors(live: LiveServer) -> None:
+    with live.client("admin") as c:
+        assert_problem(c.get("/v1/jobs/does-not-exist"), 404)
+        doc = assert_problem(c.post("/v1/models", json={"name": "../etc", "epochs": 1}), 422)
+        assert doc["errors"][0]["field"] == "name"
+        assert_problem(c.post("/v1/models", json={"epochs": 0}), 422)
+    with live.client("sim") as c:
+        assert_problem(c.post("/v1/models", json={"name": "x"}), 403)
+        assert_problem(c.get("/v1/jobs/x"), 403)
+    with live.client("reader") as c:
+        assert_problem(c.get("/v1/models"), 403)

@@ -1,0 +1,91 @@
+"""Unit tests of the key store, rate limiter, job runner (incl. restart) and settings loading."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from api.jobs import INTERRUPTED, JobRunner
+from api.security import KeyStore, KeyStoreError, RateLimiter
+from api.settings import Settings, load_settings
+from graph.errors import TwinError
+
+
+def test_keys_are_stored_hashed_and_verified(tmp_path: Path) -> None:
+    ks = KeyStore(tmp_path / "k.db")
+    new = ks.create("lab app", ["graph:read", "sim:run"])
+    assert new.token.startswith(f"twk_{new.key.id}_")
+    assert ks.verify(new.token) == new.key
+    assert ks.verify(new.token + "x") is None and ks.verify("twk_" + new.key.id + "_") is None
+    assert ks.verify("garbage") is None and ks.verify(f"twk_ffff_{new.token.split('_', 2)[2]}") is None
+    raw = (tmp_path / "k.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("k.db-*"))
+    assert new.token.split("_", 2)[2].encode() not in raw  # the secret is never written
+    assert [k.id for k in ks.list()] == [new.key.id]
+    ks.revoke(new.key.id)
+    assert ks.verify(new.token) is None and ks.list()[0].revoked is not None
+    with pytest.raises(KeyStoreError, match="unknown scope"):
+        ks.create("x", ["graph:write"])
+    with pytest.raises(KeyStoreError, match="no API key"):
+        ks.revoke("nope")
+    ks.close()
+
+
+def test_rate_limiter_bucket() -> None:
+    rl = RateLimiter(per_minute=60.0, burst=2)
+    assert rl.acquire("a") == 0 and rl.acquire("a") == 0
+    wait = rl.acquire("a")
+    assert 0 < wait <= 1.0
+    assert rl.acquire("b") == 0
+
+
+def test_jobs_run_persist_and_fail_honestly(tmp_path: Path) -> None:
+    runner = JobRunner(tmp_path / "j.db")
+    ok = runner.submit("echo", {"x": 1}, lambda progress: (progress(0.5, "half"), {"x": 2})[1])
+    bad = runner.submit("boom", {}, lambda progress: (_ for _ in ()).throw(TwinError("no patients")))
+    assert runner.wait(ok.id, 10).status == "succeeded" and runner.get(ok.id).result == {"x": 2}
+    failed = runner.wait(bad.id, 10)
+    assert failed.status == "failed" and failed.error == "no patients"
+    crash = runner.submit("crash", {}, lambda progress: 1 / 0)
+    rec = runner.wait(crash.id, 10)
+    assert rec.status == "failed" and rec.error == "internal error (ZeroDivisionError)"
+    runner.close()
+
+
+def test_restart_marks_unfinished_jobs_failed(tmp_path: Path) -> None:
+    release = threading.Event()
+    runner = JobRunner(tmp_path / "j.db")
+    running = runner.submit("slow", {}, lambda progress: (release.wait(10), {})[1])
+    queued = runner.submit("slow", {}, lambda progress: {})
+    deadline = threading.Event()
+    while runner.get(running.id).status != "running" and not deadline.wait(0.02):
+        pass
+    # A new process opening the same file: both are reported as interrupted, not alive.
+    again = JobRunner(tmp_path / "j.db")
+    for jid in (running.id, queued.id):
+        rec = again.get(jid)
+        assert rec.status == "failed" and rec.error == INTERRUPTED
+    release.set()
+    runner.close()
+    again.close()
+    assert sqlite3.connect(tmp_path / "j.db").execute("select count(*) from jobs").fetchone()[0] == 2
+
+
+def test_settings_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "twin.yaml"
+    f.write_text("store: sqlite:///from-file.db\nrate_limit_burst: 7\ndevice: cpu\n")
+    monkeypatch.setenv("TWIN_RATE_LIMIT_BURST", "9")
+    s = load_settings(f)
+    assert s.store == "sqlite:///from-file.db" and s.rate_limit_burst == 9
+    assert Settings().cors_origins == []
+    f.write_text("stor: typo\n")
+    with pytest.raises(ValueError, match="unknown setting"):
+        load_settings(f)
+    with pytest.raises(ValidationError):
+        Settings(cors_origins=["*"])
+    monkeypatch.setenv("TWIN_DEVICE", "tpu")
+    with pytest.raises(ValidationError):
+        Settings()

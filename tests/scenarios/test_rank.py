@@ -1,0 +1,113 @@
+"""Ranking on constructed results with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scenarios.errors import PlanError
+from scenarios.rank import Objective, rank
+from scenarios.result import ScenarioResult
+
+TIMES = np.array([0.0, 90.0, 180.0, 365.0])
+
+
+def make_result(a1c_180: dict[str, np.ndarray], egfr_min: dict[str, float] | None = None,
+                risk: dict[str, np.ndarray] | None = None) -> ScenarioResult:
+    """Two labs (HbA1c 4548-4, eGFR 33914-3); HbA1c samples on day 180 as given per plan."""
+    plans = list(a1c_180)
+    s = len(next(iter(a1c_180.values())))
+    x = np.zeros((s, 1, len(plans), len(TIMES), 2), np.float32)
+    for p, name in enumerate(plans):
+        x[:, 0, p, :, 0] = 8.0
+        x[:, 0, p, 2, 0] = a1c_180[name]
+        x[:, 0, p, :, 1] = 60.0
+        if egfr_min and name in egfr_min:
+            x[:, 0, p, 1, 1] = egfr_min[name]
+    r = None
+    if risk:
+        r = np.zeros((s, 1, len(plans), len(TIMES), 1), np.float32)
+        for p, name in enumerate(plans):
+            r[:, 0, p, :, 0] = np.outer(risk[name], TIMES / 365.0).astype(np.float32)
+    return ScenarioResult(["p1"], plans, plans[0], TIMES, ["4548-4", "33914-3"], x,
+                          events=["hospitalisation"] if risk else [], risk_samples=r,
+                          lab_names={"4548-4": "Hemoglobin A1c", "33914-3": "eGFR"})
+
+
+def test_objective_parsing() -> None:
+    o = Objective.parse("minimise HbA1c at 180d subject to eGFR > 45 and potassium < 5.5")
+    assert (o.target, o.day, o.sense) == ("HbA1c", 180.0, "min")
+    assert [str(c) for c in o.constraints] == ["eGFR > 45", "potassium < 5.5"]
+    assert Objective.parse("min risk:hospitalisation at 1y").day == pytest.approx(365.25)
+    assert Objective.parse("maximize eGFR by 6 months").sense == "max"
+    for bad in ("make it better", "minimise HbA1c at 180d subject to eGFR ~ 4"):
+        with pytest.raises(PlanError):
+            Objective.parse(bad)
+
+
+def test_clear_winner_is_ranked_first_and_sure() -> None:
+    rng = np.random.default_rng(0)
+    res = make_result({"a": 8 + 0.05 * rng.standard_normal(200), "b": 7 + 0.05 * rng.standard_normal(200),
+                       "c": 7.5 + 0.05 * rng.standard_normal(200)})
+    r = rank(res, "minimise HbA1c at 180d")
+    assert r.order() == ["b", "c", "a"]
+    assert r.p_top_is_best == pytest.approx(1.0)
+    assert r.top.median == pytest.approx(7.0, abs=0.02)
+    assert rank(res, "maximise HbA1c at 180d").order() == ["a", "c", "b"]
+
+
+def test_overlapping_plans_share_the_probability_of_being_best() -> None:
+    rng = np.random.default_rng(1)
+    shared = rng.standard_normal(4000)
+    res = make_result({"a": 7.0 + shared + 0.3 * rng.standard_normal(4000),
+                       "b": 7.05 + shared + 0.3 * rng.standard_normal(4000)})
+    r = rank(res, Objective("HbA1c", 180))
+    assert r.order() == ["a", "b"]
+    assert 0.5 < r.p_top_is_best < 0.6  # Phi(0.05 / (0.3·sqrt 2)) ≈ 0.547: paired, noise not shared
+    assert sum(e.p_best for e in r.entries) == pytest.approx(1.0)
+
+
+def test_constraint_demotes_the_plan_that_breaks_it() -> None:
+    n = 100
+    res = make_result({"a": np.full(n, 7.5), "b": np.full(n, 6.5)},
+                      egfr_min={"b": 40.0})
+    r = rank(res, "minimise HbA1c at 180d subject to eGFR > 45")
+    assert r.order() == ["a", "b"]
+    assert r.entries[1].p_feasible == 0.0 and r.p_top_is_best == 1.0
+    # the constraint only applies up to the objective day: a violation after it is not counted
+    res2 = make_result({"a": np.full(n, 7.5), "b": np.full(n, 6.5)})
+    res2.lab_samples[:, 0, 1, 3, 1] = 30.0
+    assert rank(res2, "minimise HbA1c at 180d subject to eGFR > 45").order() == ["b", "a"]
+
+
+def test_risk_objective_and_unknown_names() -> None:
+    res = make_result({"a": np.full(10, 7.0), "b": np.full(10, 7.0)},
+                      risk={"a": np.linspace(0.2, 0.3, 10), "b": np.linspace(0.05, 0.1, 10)})
+    r = rank(res, "minimise risk:hospitalization at 365d")
+    assert r.order() == ["b", "a"] and r.top.median < 0.1
+    with pytest.raises(PlanError, match="not forecast"):
+        rank(res, "minimise LDL at 180d")
+    with pytest.raises(PlanError, match="not modelled"):
+        rank(res, "minimise risk:death at 180d")
+    with pytest.raises(PlanError, match="outside the simulated horizon"):
+        rank(res, "minimise HbA1c at 400d")
+
+
+def test_time_to_threshold_and_paired_differences_have_known_answers() -> None:
+    from scenarios.result import Threshold
+
+    s = 10
+    res = make_result({"a": np.full(s, 7.0), "b": np.full(s, 7.0)})
+    # eGFR falls below 45 on day 90 in half the samples of plan b, never under plan a
+    res.lab_samples[: s // 2, 0, 1, 1:, 1] = 40.0
+    res.lab_samples[:, 0, 1, 2, 0] = 7.0 + np.arange(s) * 0.1  # HbA1c of b at day 180: 7.0 .. 7.9
+    res.thresholds = [Threshold("eGFR", "<", 45)]
+    days = res.crossing_days(res.thresholds[0])
+    assert np.isinf(days[:, 0]).all() and (days[: s // 2, 1] == 90).all() and np.isinf(days[s // 2:, 1]).all()
+    rows = res.summary(days=(180.0,))
+    th = rows[1]["thresholds"]["eGFR < 45"]
+    assert th["p_within_horizon"] == 0.5 and th["lo_days"] == 90 and th["hi_days"] is None
+    assert rows[0]["thresholds"]["eGFR < 45"] == {"p_within_horizon": 0.0, "median_days": None,
+                                                   "lo_days": None, "hi_days": None}
+    med, lo, hi = res.difference("b", "HbA1c", 180)
+    assert med == pytest.approx(0.45) and lo == pytest.approx(0.045) and hi == pytest.approx(0.855)

@@ -1,0 +1,252 @@
+"""The as-of patient graph as a PyG ``HeteroData`` with typed node features.
+
+Every graph has the same node and edge types (possibly with zero nodes), so graphs of
+patients with and without images or variants batch together. Per node type:
+
+======================  ==============================================================
+``patient``             age, sex, log node count, per target lab: last standardised
+                        value, observed flag, recency; current daily dose per drug
+``lab``                 standardised value, time encoding, is-target flag; concept id
+``condition``           time encoding (onset), active flag; concept id
+``medication``          time encoding (start), normalised daily dose, active; concept id
+``procedure``           time encoding; concept id
+``encounter``           time encoding, inpatient flag, log duration; concept id
+``image``               time encoding, image embedding; concept id
+``variant``             zygosity, pathogenicity, 1; concept id and gene id
+======================  ==============================================================
+
+Time encodings are relative to the origin ``t0``; nodes after ``t0`` never appear because
+the builder only accepts records already cut at ``t0``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import torch
+from torch_geometric.data import HeteroData
+
+from graph.errors import TwinError
+from graph.schema import Node, NodeType, Rel
+from graph.timeutil import days_between
+from twin.features.records import PatientRecords, age_years, daily_dose, gene_symbol, sex_of
+from twin.features.treatment import actions_from_records, dose_schedule
+from twin.vocab import Normalisers, Vocabulary, concept_key, event_kind_of
+
+__all__ = ["EVENT_NODE_TYPES", "FeatureSpec", "build_graph", "drop_modalities", "edge_types", "node_dims", "time_encoding"]
+
+#: HeteroData node type of each graph node type (the patient is its own type).
+EVENT_NODE_TYPES: dict[NodeType, str] = {
+    NodeType.LAB: "lab",
+    NodeType.CONDITION: "condition",
+    NodeType.MEDICATION: "medication",
+    NodeType.PROCEDURE: "procedure",
+    NodeType.ENCOUNTER: "encounter",
+    NodeType.IMAGE: "image",
+    NodeType.VARIANT: "variant",
+}
+TIME_DIMS = 4
+ImageEmbedder = Callable[[Node], "np.ndarray | None"]
+
+
+@dataclass
+class FeatureSpec:
+    """What the builder needs besides the records: vocabulary, normalisers, sizes, caps."""
+
+    vocab: Vocabulary
+    norms: Normalisers
+    image_dim: int = 8
+    max_per_type: int = 48
+    max_labs: int = 160
+
+
+def node_dims(spec: FeatureSpec) -> dict[str, int]:
+    """Feature width of each HeteroData node type."""
+    n_t, n_d = spec.vocab.n_targets, spec.vocab.n_drugs
+    return {
+        "patient": 4 + 3 * n_t + n_d,
+        "lab": 2 + TIME_DIMS,
+        "condition": 1 + TIME_DIMS,
+        "medication": 2 + TIME_DIMS,
+        "procedure": TIME_DIMS,
+        "encounter": 2 + TIME_DIMS,
+        "image": TIME_DIMS + spec.image_dim,
+        "variant": 3,
+    }
+
+
+def edge_types() -> list[tuple[str, str, str]]:
+    """Every HeteroData edge type: patient<->events, lab temporal chains, medication<->condition."""
+    out: list[tuple[str, str, str]] = []
+    for t in EVENT_NODE_TYPES.values():
+        out += [("patient", "has", t), (t, "of", "patient")]
+    out += [("lab", "next", "lab"), ("lab", "prev", "lab"),
+            ("medication", "treats", "condition"), ("condition", "treated_by", "medication")]
+    return out
+
+
+def time_encoding(dt_days: np.ndarray) -> np.ndarray:
+    """``[n, 4]`` encoding of signed days relative to the origin: linear, log, two recency kernels."""
+    a = np.abs(dt_days)
+    return np.stack([dt_days / 365.0, np.log1p(a) / 6.0, np.exp(-a / 30.0), np.exp(-a / 365.0)], axis=1).astype(np.float32)
+
+
+def _recent(nodes: list[Node], k: int) -> list[Node]:
+    return nodes[-k:] if len(nodes) > k else nodes
+
+
+def build_graph(
+    records: PatientRecords,
+    t0: datetime,
+    spec: FeatureSpec,
+    image_embed: ImageEmbedder | None = None,
+) -> HeteroData:
+    """HeteroData of ``records`` (which must be cut at or before ``t0``) seen from origin ``t0``.
+
+    Every node type carries ``node_id`` (graph node ids, for explanations). Extra attributes on
+    ``data["patient"]``: ``anchor``/``anchor_mask`` ``[1, n_targets]``
+    (last standardised value of each target lab and whether one exists) and ``dose0``
+    ``[1, n_drugs]`` (current daily doses). Raises :class:`TwinError` for records not cut at t0.
+    """
+    if records.as_of is None or records.as_of > t0:
+        raise TwinError(f"features for patient {records.patient_id} need records cut at the origin {t0} "
+                        f"(got records as of {records.as_of}); read them with as_of=t0")
+    vocab, norms = spec.vocab, spec.norms
+    by_type: dict[str, list[Node]] = defaultdict(list)
+    for n in records.nodes:
+        t = EVENT_NODE_TYPES.get(n.type)
+        if t is not None and (n.time is not None or n.type is NodeType.VARIANT):
+            by_type[t].append(n)
+    # labs: the most recent ones, at most max_labs, every target code kept
+    labs = [n for n in by_type["lab"] if n.value is not None and math.isfinite(n.value)]
+    by_type["lab"] = _recent(labs, spec.max_labs)
+    for t in ("condition", "medication", "procedure", "encounter", "image", "variant"):
+        by_type[t] = _recent(by_type[t], spec.max_per_type)
+
+    data = HeteroData()
+    dims = node_dims(spec)
+    patient = records.patient
+    age = age_years(patient, t0) if patient is not None else None
+    sex = sex_of(patient) if patient is not None else None
+
+    # anchors: last value of each target lab before t0
+    n_t = vocab.n_targets
+    anchor = np.zeros(n_t, np.float32)
+    amask = np.zeros(n_t, np.float32)
+    recency = np.zeros(n_t, np.float32)
+    for n in labs:
+        j = vocab.target(n.code)
+        if j is not None:
+            anchor[j] = norms.lab(n.code or "", float(n.value))  # type: ignore[arg-type]
+            amask[j] = 1.0
+            recency[j] = math.exp(-max(days_between(n.time, t0), 0.0) / 180.0)  # type: ignore[arg-type]
+    dose0 = dose_schedule(actions_from_records(records, t0, vocab), vocab, norms, 1, strict=False)[0].numpy()
+    px = np.concatenate([
+        np.array([((age if age is not None else norms.age_mean) - norms.age_mean) / norms.age_std,
+                  float(sex == "male"), float(sex == "female"), math.log1p(len(records.nodes)) / 5.0], np.float32),
+        anchor, amask, recency, dose0,
+    ])
+    data["patient"].x = torch.from_numpy(px).view(1, -1)
+    data["patient"].anchor = torch.from_numpy(anchor).view(1, -1)
+    data["patient"].anchor_mask = torch.from_numpy(amask).view(1, -1)
+    data["patient"].dose0 = torch.from_numpy(dose0.astype(np.float32)).view(1, -1)
+    data["patient"].node_id = [patient.id if patient is not None else f"Patient/{records.patient_id}"]
+
+    for t, nodes in ((t, by_type[t]) for t in EVENT_NODE_TYPES.values()):
+        dt = np.array([days_between(t0, n.time) if n.time is not None else 0.0 for n in nodes], np.float64)
+        te = time_encoding(dt) if nodes else np.zeros((0, TIME_DIMS), np.float32)
+        if t == "lab":
+            extra = np.array([[norms.lab(n.code or "", float(n.value)), float(vocab.target(n.code) is not None)]  # type: ignore[arg-type]
+                              for n in nodes], np.float32).reshape(-1, 2)
+            x = np.concatenate([extra[:, :1], te, extra[:, 1:]], axis=1)
+        elif t == "condition":
+            x = np.concatenate([te, np.array([[float(n.end is None)] for n in nodes], np.float32).reshape(-1, 1)], 1)
+        elif t == "medication":
+            extra = np.array([[norms.dose(n.code or "", daily_dose(n)) if vocab.drug(n.code) is not None
+                               else math.log1p(daily_dose(n)) / 5.0, float(n.end is None)] for n in nodes],
+                             np.float32).reshape(-1, 2)
+            x = np.concatenate([te, extra], 1)
+        elif t == "procedure":
+            x = te
+        elif t == "encounter":
+            extra = np.array([[float(event_kind_of(n) == "hospitalisation"),
+                               math.log1p(max(days_between(n.time, n.end), 0.0)) if n.end and n.time else 0.0]
+                              for n in nodes], np.float32).reshape(-1, 2)
+            x = np.concatenate([te, extra], 1)
+        elif t == "image":
+            embs = []
+            for n in nodes:
+                e = image_embed(n) if image_embed is not None else None
+                embs.append(np.zeros(spec.image_dim, np.float32) if e is None else np.asarray(e, np.float32))
+            emb = np.stack(embs) if embs else np.zeros((0, spec.image_dim), np.float32)
+            x = np.concatenate([te, emb], 1)
+        else:  # variant
+            x = np.array([[_zygosity(n), _pathogenic(n), 1.0] for n in nodes], np.float32).reshape(-1, 3)
+            data[t].gid = torch.tensor([vocab.gene(gene_symbol(n, records.genes)) for n in nodes], dtype=torch.long)
+        assert x.shape[1] == dims[t], (t, x.shape, dims[t])
+        data[t].x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        data[t].cid = torch.tensor([vocab.concept(concept_key(n)) for n in nodes], dtype=torch.long)
+        data[t].num_nodes = len(nodes)
+        data[t].node_id = [n.id for n in nodes]
+    if "gid" not in data["variant"]:
+        data["variant"].gid = torch.zeros(0, dtype=torch.long)
+
+    idx = {t: {n.id: i for i, n in enumerate(by_type[t])} for t in EVENT_NODE_TYPES.values()}
+    for t in EVENT_NODE_TYPES.values():
+        n_nodes = len(by_type[t])
+        zeros = torch.zeros(n_nodes, dtype=torch.long)
+        ar = torch.arange(n_nodes, dtype=torch.long)
+        data["patient", "has", t].edge_index = torch.stack([zeros, ar])
+        data[t, "of", "patient"].edge_index = torch.stack([ar, zeros])
+    # temporal chains of labs of the same code
+    last: dict[str, int] = {}
+    chain: list[tuple[int, int]] = []
+    for i, n in enumerate(by_type["lab"]):
+        if n.code in last:
+            chain.append((last[n.code], i))
+        last[n.code or ""] = i
+    ch = torch.tensor(chain, dtype=torch.long).view(-1, 2).t()
+    data["lab", "next", "lab"].edge_index = ch
+    data["lab", "prev", "lab"].edge_index = ch.flip(0)
+    treats = [(idx["medication"][e.src], idx["condition"][e.dst]) for e in records.edges
+              if e.rel is Rel.TREATS and e.src in idx["medication"] and e.dst in idx["condition"]]
+    tr = torch.tensor(treats, dtype=torch.long).view(-1, 2).t()
+    data["medication", "treats", "condition"].edge_index = tr
+    data["condition", "treated_by", "medication"].edge_index = tr.flip(0)
+    return data
+
+
+def _zygosity(n: Node) -> float:
+    z = str(n.props.get("zygosity", "")).lower()
+    return 1.0 if z.startswith("hom") else 0.5 if z.startswith("het") else 0.75
+
+
+def _pathogenic(n: Node) -> float:
+    s = str(n.props.get("significance", n.props.get("clinical_significance", ""))).lower()
+    if "benign" in s:
+        return 0.0
+    return 1.0 if "pathogenic" in s or "risk" in s else 0.5
+
+
+def drop_modalities(data: HeteroData, *, images: bool = False, variants: bool = False) -> HeteroData:
+    """A copy of ``data`` without its image and/or variant nodes (and their edges)."""
+    out = data.clone()
+    for t, drop in (("image", images), ("variant", variants)):
+        if not drop:
+            continue
+        store = out[t]
+        store.x = store.x[:0]
+        store.cid = store.cid[:0]
+        if "gid" in store:
+            store.gid = store.gid[:0]
+        store.num_nodes = 0
+        store.node_id = []
+        empty = torch.zeros(2, 0, dtype=torch.long)
+        out["patient", "has", t].edge_index = empty
+        out[t, "of", "patient"].edge_index = empty.clone()
+    return out

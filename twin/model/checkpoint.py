@@ -1,0 +1,106 @@
+"""A fitted twin model on disk: ensemble members + vocabulary + normalisers + configs, one file.
+
+Written with ``torch.save`` to a temporary file in the target directory and moved into place
+with ``os.replace``, so a crash never leaves a half-written checkpoint. Only plain data
+(dicts, lists, numbers, strings, tensors) is stored, so loading uses ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from graph.errors import TwinError
+from twin.features.hetero import FeatureSpec, node_dims
+from twin.image_encoder import ImageEncoder
+from twin.model.config import ModelConfig
+from twin.model.twin_model import TwinModel
+from twin.vocab import Normalisers, Vocabulary
+
+__all__ = ["CHECKPOINT_FORMAT", "TwinEnsemble"]
+
+CHECKPOINT_FORMAT = "patient-twin/model@1"
+
+
+@dataclass
+class TwinEnsemble:
+    """Everything a forecast needs: members (same architecture, different seeds), feature spec
+    (vocabulary, normalisers), image encoder and configs."""
+
+    members: list[TwinModel]
+    spec: FeatureSpec
+    image_encoder: ImageEncoder
+    model_config: ModelConfig
+    train_config: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def build_member(cfg: ModelConfig, spec: FeatureSpec) -> TwinModel:
+        v = spec.vocab
+        return TwinModel(cfg, node_dims(spec), len(v.concepts), len(v.genes), v.n_targets, v.n_drugs,
+                         len(v.event_kinds))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.members[0].parameters()).device
+
+    def to(self, device: torch.device | str) -> TwinEnsemble:
+        for m in self.members:
+            m.to(device)
+        return self
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically to ``path`` (parent directories are created)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "format": CHECKPOINT_FORMAT,
+            "model_config": self.model_config.to_dict(),
+            "train_config": self.train_config,
+            "vocab": self.spec.vocab.to_dict(),
+            "normalisers": self.spec.norms.to_dict(),
+            "feature_spec": {"image_dim": self.spec.image_dim, "max_per_type": self.spec.max_per_type,
+                             "max_labs": self.spec.max_labs},
+            "image_encoder": self.image_encoder.state(),
+            "members": [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in self.members],
+            "report": self.report,
+        }
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            torch.save(doc, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> TwinEnsemble:
+        """Read a checkpoint written by :meth:`save`; raises :class:`TwinError` naming the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise TwinError(f"model checkpoint {path} does not exist")
+        try:
+            doc = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for corrupt or foreign files
+            raise TwinError(f"model checkpoint {path} cannot be read: {exc}") from exc
+        if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
+            found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+            raise TwinError(f"model checkpoint {path}: expected format {CHECKPOINT_FORMAT!r}, found {found!r}")
+        cfg = ModelConfig(**doc["model_config"])
+        spec = FeatureSpec(Vocabulary.from_dict(doc["vocab"]), Normalisers.from_dict(doc["normalisers"]),
+                           **doc["feature_spec"])
+        members = []
+        for state in doc["members"]:
+            m = cls.build_member(cfg, spec)
+            m.load_state_dict(state)
+            m.eval()
+            members.append(m)
+        ens = cls(members, spec, ImageEncoder.from_state(doc["image_encoder"]), cfg, doc["train_config"], doc["report"])
+        return ens.to(device)

@@ -1,0 +1,183 @@
+"""The twin's model: hetero GNN encoder -> z0, neural ODE with treatment inputs, decoders."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+
+from twin.features.batch import ExampleBatch
+from twin.model.config import ModelConfig
+from twin.model.decoders import LabDecoder
+from twin.model.dynamics import LatentDynamics, solve
+from twin.model.hetero_encoder import HeteroPatientEncoder
+
+__all__ = ["Encoded", "Rollout", "TwinModel", "interpolate_states"]
+
+
+@dataclass
+class Encoded:
+    """Encoder output per graph: posterior ``mu``/``logvar`` ``[B, latent]``, static ``s``,
+    lab anchors ``anchor``/``anchor_mask`` ``[B, L]`` and current doses ``dose0`` ``[B, D]``."""
+
+    mu: Tensor
+    logvar: Tensor
+    s: Tensor
+    anchor: Tensor
+    anchor_mask: Tensor
+    dose0: Tensor
+
+    def repeat(self, k: int) -> Encoded:
+        """Each row repeated ``k`` times consecutively (patients x plans, plan index fastest)."""
+        if k == 1:
+            return self
+        return Encoded(*(getattr(self, f).repeat_interleave(k, dim=0)
+                         for f in ("mu", "logvar", "s", "anchor", "anchor_mask", "dose0")))
+
+
+@dataclass
+class Rollout:
+    """Trajectories at query days ``t`` ``[Q]``: lab ``mean``/``logvar`` ``[B, Q, L]`` (standardised),
+    ``cum_hazard`` ``[B, Q, K]``, latent ``z`` ``[B, Q, latent]`` and ``exposure`` ``[B, Q, D]``."""
+
+    t: Tensor
+    mean: Tensor
+    logvar: Tensor
+    cum_hazard: Tensor
+    z: Tensor
+    exposure: Tensor
+
+    @property
+    def survival(self) -> Tensor:
+        return torch.exp(-self.cum_hazard)
+
+
+def interpolate_states(grid: Tensor, states: Tensor, tq: Tensor) -> Tensor:
+    """Linear interpolation of grid states ``[G, B, N]`` at per-row times ``tq`` ``[B, M]`` -> ``[B, M, N]``."""
+    g = grid.shape[0]
+    hi = torch.bucketize(tq.clamp(grid[0], grid[-1]), grid).clamp(1, g - 1)
+    lo = hi - 1
+    w = ((tq - grid[lo]) / (grid[hi] - grid[lo])).clamp(0.0, 1.0).unsqueeze(-1)
+    sb = states.transpose(0, 1)  # [B, G, N]
+    n = sb.shape[-1]
+    s_lo = torch.gather(sb, 1, lo.unsqueeze(-1).expand(-1, -1, n))
+    s_hi = torch.gather(sb, 1, hi.unsqueeze(-1).expand(-1, -1, n))
+    return s_lo + w * (s_hi - s_lo)
+
+
+class TwinModel(nn.Module):
+    r"""Graph encoder + latent neural ODE driven by dose schedules + lab and hazard decoders.
+
+    Args:
+        cfg (ModelConfig): sizes and solver step.
+        dims (dict[str, int]): node feature widths (:func:`twin.features.node_dims`).
+        n_concepts, n_genes, n_labs, n_drugs, n_events (int): vocabulary sizes.
+
+    Example::
+
+        ro = model.rollout(graphs, doses, torch.arange(0, 366, 7.0))   # B = patients x plans
+        ro.mean  # [B, Q, n_labs]
+    """
+
+    def __init__(self, cfg: ModelConfig, dims: dict[str, int], n_concepts: int, n_genes: int, n_labs: int,
+                 n_drugs: int, n_events: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_labs, self.n_drugs, self.n_events = n_labs, n_drugs, n_events
+        self.encoder = HeteroPatientEncoder(dims, n_concepts, n_genes, cfg.hidden, cfg.latent, cfg.static, cfg.layers)
+        self.dynamics = LatentDynamics(cfg.latent, n_drugs, cfg.static, n_events, cfg.ode_hidden, cfg.time_unit_days)
+        self.decoder = LabDecoder(cfg.latent, cfg.static, n_labs, cfg.ode_hidden, cfg.min_logvar, cfg.max_logvar)
+
+    # ---------------------------------------------------------------- encoder
+    def encode(self, graphs: Batch, h0: dict[str, Tensor] | None = None) -> Encoded:
+        """Posterior over ``z0`` and context of each graph (``h0`` overrides node embeddings)."""
+        h = self.encoder.embed(graphs) if h0 is None else h0
+        mu, logvar, s = self.encoder.propagate(h, graphs)
+        p = graphs["patient"]
+        return Encoded(mu, logvar, s, p.anchor, p.anchor_mask, p.dose0)
+
+    # ---------------------------------------------------------------- solve
+    def _grid(self, horizon_days: float, device: torch.device) -> Tensor:
+        step = self.cfg.step_days
+        n = max(int(math.ceil(horizon_days / step)), 1)
+        return torch.arange(n + 1, device=device, dtype=torch.float32) * step
+
+    def solve_latent(self, enc: Encoded, z0: Tensor, doses: Tensor, horizon_days: float) -> tuple[Tensor, Tensor]:
+        """Grid ``[G]`` (days) and ODE states ``[G, B, latent + D + K]`` for ``z0`` under ``doses``."""
+        b = z0.shape[0]
+        if doses.shape[0] != b:
+            raise ValueError(f"dose schedule has {doses.shape[0]} rows but there are {b} trajectories")
+        grid = self._grid(horizon_days, z0.device)
+        y0 = torch.cat([z0, enc.dose0, z0.new_zeros(b, self.n_events)], dim=-1)
+        self.dynamics.set_inputs(doses, enc.s)
+        return grid, solve(self.dynamics, y0, grid, self.cfg.step_days, self.cfg.solver)
+
+    def decode(self, enc: Encoded, states: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``states`` ``[B, M, N]`` -> lab mean, logvar ``[B, M, L]``, cum hazard ``[B, M, K]``, z, exposure."""
+        lat, d = self.cfg.latent, self.n_drugs
+        z, e, lam = states[..., :lat], states[..., lat: lat + d], states[..., lat + d:]
+        m = states.shape[1]
+        rep = lambda x: x.unsqueeze(1).expand(-1, m, -1)  # noqa: E731
+        mean, logvar = self.decoder(z, rep(enc.s), rep(enc.anchor), rep(enc.anchor_mask))
+        return mean, logvar, lam, z, e
+
+    def rollout(self, graphs: Batch, doses: Tensor, t_query: Tensor, *, eps: Tensor | None = None) -> Rollout:
+        r"""Forecast every graph under every dose schedule in one ODE solve.
+
+        Args:
+            graphs: P patient graphs.
+            doses: ``[B, T_days, D]`` daily doses with ``B = P * k`` (k plans per patient,
+                plan index fastest); day ``d`` of the schedule is days ``[d, d+1)`` after the origin.
+            t_query: ``[Q]`` days after the origin (>= 0).
+            eps: optional ``[B, latent]`` standard-normal draws; ``z0 = mu + sigma * eps``
+                (``None``: the posterior mean).
+        """
+        enc = self.encode(graphs)
+        p = enc.mu.shape[0]
+        if doses.shape[0] % p:
+            raise ValueError(f"{doses.shape[0]} dose schedules cannot be split over {p} patient graphs")
+        enc = enc.repeat(doses.shape[0] // p)
+        z0 = enc.mu if eps is None else enc.mu + torch.exp(0.5 * enc.logvar) * eps
+        horizon = float(t_query.max().item()) if t_query.numel() else 0.0
+        grid, states = self.solve_latent(enc, z0, doses, max(horizon, self.cfg.step_days))
+        tq = t_query.to(grid).unsqueeze(0).expand(z0.shape[0], -1)
+        mean, logvar, lam, z, e = self.decode(enc, interpolate_states(grid, states, tq))
+        return Rollout(t_query, mean, logvar, lam, z, e)
+
+    # ---------------------------------------------------------------- training objective
+    def loss(self, batch: ExampleBatch, *, sample: bool, kl_weight: float, event_weight: float,
+             generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Gaussian NLL of observed target labs + event NLL + KL(q(z0) || N(0, I)), batch means."""
+        enc = self.encode(batch.graphs)
+        if sample:
+            eps = torch.randn(enc.mu.shape, generator=generator, device="cpu").to(enc.mu)
+            z0 = enc.mu + torch.exp(0.5 * enc.logvar) * eps
+        else:
+            z0 = enc.mu
+        horizon = float(batch.doses.shape[1] - 1)
+        grid, states = self.solve_latent(enc, z0, batch.doses, horizon)
+        # labs
+        st = interpolate_states(grid, states, batch.obs_t)
+        mean, logvar, _, _, _ = self.decode(enc, st)
+        mu_o = torch.gather(mean, 2, batch.obs_lab.unsqueeze(-1)).squeeze(-1)
+        lv_o = torch.gather(logvar, 2, batch.obs_lab.unsqueeze(-1)).squeeze(-1)
+        nll = 0.5 * (lv_o + (batch.obs_y - mu_o) ** 2 * torch.exp(-lv_o) + math.log(2 * math.pi))
+        mask = batch.obs_mask.float()
+        lab_nll = (nll * mask).sum() / mask.sum().clamp(min=1.0)
+        sq = ((batch.obs_y - mu_o) ** 2 * mask).sum() / mask.sum().clamp(min=1.0)
+        # events: -log L = Lambda(T) - flag * log h(T)
+        if self.n_events:
+            se = interpolate_states(grid, states, batch.event_time)  # [B, K, N]
+            lat, d = self.cfg.latent, self.n_drugs
+            k = torch.arange(self.n_events, device=se.device)
+            lam = se[:, k, lat + d + k]
+            haz = self.dynamics.hazard_rate(se[..., :lat], enc.s.unsqueeze(1).expand(-1, self.n_events, -1))[:, k, k]
+            ev = (lam - batch.event_flag * torch.log(haz + 1e-8)).mean()
+        else:
+            ev = lab_nll.new_zeros(())
+        kl = 0.5 * (enc.mu ** 2 + enc.logvar.exp() - 1.0 - enc.logvar).sum(-1).mean()
+        total = lab_nll + event_weight * ev + kl_weight * kl
+        return {"loss": total, "lab_nll": lab_nll, "lab_mse": sq, "event_nll": ev, "kl": kl}

@@ -1,0 +1,87 @@
+"""Probabilistic forecasts from a fitted ensemble: batched, with aleatoric + epistemic spread.
+
+Each ensemble member is rolled out for ``n_samples`` draws of ``z0`` from its posterior;
+every draw decodes to a Gaussian (mean, predicted variance), and the predictive
+distribution is the equal-weight mixture of these Gaussians over members and draws. Its
+quantiles are found exactly by bisection on the mixture CDF (no sampling noise in bands). All trajectories (patients x plans x samples) of a
+member are one ODE solve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch, HeteroData
+
+from twin.model.checkpoint import TwinEnsemble
+
+__all__ = ["Prediction", "mixture_quantile", "predict"]
+
+
+def mixture_quantile(mu: torch.Tensor, sd: torch.Tensor, p: float, iters: int = 50) -> torch.Tensor:
+    """``p``-quantile of equal-weight Gaussian mixtures along dim 1 (``[B, N, ...] -> [B, ...]``)."""
+    normal = torch.distributions.Normal(0.0, 1.0)
+    lo = (mu - 8 * sd).min(dim=1).values
+    hi = (mu + 8 * sd).max(dim=1).values
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        cdf = normal.cdf((mid.unsqueeze(1) - mu) / sd).mean(dim=1)
+        below = cdf < p
+        lo = torch.where(below, mid, lo)
+        hi = torch.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+@dataclass
+class Prediction:
+    """Predictive summaries in the labs' own units.
+
+    ``mean``/``median``/``p05``/``p95`` ``[B, Q, L]``; ``risk`` ``[B, K]`` probability of each
+    event kind by the last query day; ``t`` ``[Q]`` days after the origin.
+    """
+
+    t: np.ndarray
+    mean: np.ndarray
+    median: np.ndarray
+    p05: np.ndarray
+    p95: np.ndarray
+    risk: np.ndarray
+
+
+@torch.no_grad()
+def predict(ens: TwinEnsemble, graphs: list[HeteroData], doses: torch.Tensor, t_query: torch.Tensor, *,
+            n_samples: int = 32, seed: int = 0, members: list[int] | None = None) -> Prediction:
+    """Forecast ``B = len(graphs) * k`` trajectories (``doses`` ``[B, T, D]``, plan index fastest).
+
+    ``n_samples`` latent draws per member and trajectory (0: the posterior mean only).
+    Deterministic for a given ``seed``.
+    """
+    device = ens.device
+    gen = torch.Generator().manual_seed(seed)
+    batch = Batch.from_data_list(graphs).to(device)
+    b = doses.shape[0]
+    s = max(n_samples, 1)
+    doses_rep = doses.to(device).repeat_interleave(s, dim=0)  # [B*S, T, D]
+    t_query = t_query.to(device)
+    means, logvars, surv = [], [], []
+    for i in members if members is not None else range(len(ens.members)):
+        m = ens.members[i].eval()
+        lat = m.cfg.latent
+        eps = torch.randn(b * s, lat, generator=gen).to(device) if n_samples > 0 else None
+        # graphs are repeated per plan and per draw inside rollout (row = (patient, plan, draw))
+        ro = m.rollout(batch, doses_rep, t_query, eps=eps)
+        means.append(ro.mean.view(b, s, *ro.mean.shape[1:]))
+        logvars.append(ro.logvar.view(b, s, *ro.logvar.shape[1:]))
+        surv.append(ro.survival[:, -1, :].reshape(b, s, -1))
+    mu_c = torch.cat(means, dim=1).cpu().double()  # [B, N, Q, L] standardised, N = members x draws
+    sd_c = torch.exp(0.5 * torch.cat(logvars, dim=1).cpu().double())
+    mean_std = mu_c.mean(dim=1).numpy()
+    q = np.stack([mixture_quantile(mu_c, sd_c, p).numpy() for p in (0.05, 0.5, 0.95)])
+    vocab, norms = ens.spec.vocab, ens.spec.norms
+    mu = np.array([norms.lab_mean[c] for c in vocab.target_labs], np.float64)
+    sd = np.array([norms.lab_std[c] for c in vocab.target_labs], np.float64)
+    risk = 1.0 - torch.cat(surv, dim=1).mean(dim=1).cpu().numpy()
+    return Prediction(t=t_query.cpu().numpy(), mean=mean_std * sd + mu, median=q[1] * sd + mu, p05=q[0] * sd + mu,
+                      p95=q[2] * sd + mu, risk=risk)

@@ -1,0 +1,247 @@
+"""Training of the twin model: ``train(store, TrainConfig, out) -> TrainReport``.
+
+Patients are split (seeded) into training and validation sets; each patient contributes
+several random forecast origins. Every ensemble member is trained with mini-batches across
+patients on Gaussian NLL of the target labs + event likelihood + KL, modality dropout, and
+early stopping on the validation loss; the best weights of every member go into one
+checkpoint (written atomically) with the vocabulary, normalisers and configs, next to a
+JSON training report.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from graph.errors import TwinError
+from graph.schema import NodeType
+from graph.store.base import GraphStore
+from twin.features import Example, FeatureSpec, PatientRecords, build_example, choose_origins, collate, load_records
+from twin.features.records import image_path
+from twin.image_encoder import ImageEncoder
+from twin.model.checkpoint import TwinEnsemble
+from twin.model.config import ModelConfig
+from twin.model.twin_model import TwinModel
+from twin.vocab import build_vocabulary
+
+__all__ = ["TrainConfig", "TrainReport", "build_examples", "evaluate_loss", "split_patients", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (all saved in the checkpoint)."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    origins_per_patient: int = 4
+    horizon_days: int = 365
+    val_fraction: float = 0.15
+    patience: int = 5
+    members: int = 3
+    kl_weight: float = 0.01
+    event_weight: float = 0.5
+    drop_image_p: float = 0.2
+    drop_variant_p: float = 0.2
+    image_epochs: int = 30
+    image_dim: int = 8
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = 1  # tiny per-op work: extra CPU threads mostly add synchronisation
+    progress: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.members < 1 or self.origins_per_patient < 1:
+            raise ValueError("TrainConfig: epochs, batch_size, members and origins_per_patient must be >= 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.horizon_days < 7:
+            raise ValueError(f"TrainConfig.horizon_days must be >= 7, got {self.horizon_days!r}")
+        if isinstance(self.model, dict):
+            object.__setattr__(self, "model", ModelConfig(**self.model))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainReport:
+    """What a training run did; written as JSON next to the checkpoint."""
+
+    checkpoint: str
+    n_train_patients: int
+    n_val_patients: int
+    n_train_examples: int
+    n_val_examples: int
+    target_labs: list[str]
+    drugs: list[str]
+    event_kinds: list[str]
+    n_images: int
+    image_ae_mse: float
+    members: list[dict[str, Any]]
+    seconds: float
+    seconds_per_epoch: float
+    device: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_patients(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Seeded patient-level split (so no patient is in both sets)."""
+    ids = sorted(ids)
+    random.Random(seed).shuffle(ids)
+    n_val = int(round(len(ids) * val_fraction)) if len(ids) > 2 else 0
+    return sorted(ids[n_val:]), sorted(ids[:n_val])
+
+
+def build_examples(records: list[PatientRecords], spec: FeatureSpec, k: int, horizon_days: int, seed: int,
+                   image_embed: Callable | None = None) -> list[Example]:
+    """``k`` random origins per patient (seeded) turned into examples with at least one label."""
+    rng = random.Random(seed)
+    out = []
+    for rec in records:
+        for t0 in choose_origins(rec, spec.vocab, k, rng):
+            ex = build_example(rec, t0, spec, horizon_days, image_embed)
+            if len(ex.targets.t):
+                out.append(ex)
+    return out
+
+
+@torch.no_grad()
+def evaluate_loss(model: TwinModel, examples: list[Example], cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Mean loss terms over ``examples`` with ``z0`` at the posterior mean (deterministic)."""
+    model.eval()
+    tot: dict[str, float] = {}
+    n = 0
+    for i in range(0, len(examples), cfg.batch_size * 2):
+        chunk = examples[i: i + cfg.batch_size * 2]
+        out = model.loss(collate(chunk).to(device), sample=False, kl_weight=cfg.kl_weight, event_weight=cfg.event_weight)
+        for key, v in out.items():
+            tot[key] = tot.get(key, 0.0) + float(v) * len(chunk)
+        n += len(chunk)
+    return {k: v / max(n, 1) for k, v in tot.items()}
+
+
+def _train_member(member: int, ens: TwinEnsemble, train_ex: list[Example], val_ex: list[Example],
+                  cfg: TrainConfig, device: torch.device) -> tuple[TwinModel, dict[str, Any]]:
+    seed = cfg.seed * 1000 + member
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = TwinEnsemble.build_member(cfg.model, ens.spec).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr * 0.05)
+    best, best_state, bad, history = math.inf, copy.deepcopy(model.state_dict()), 0, []
+    monitor = val_ex or train_ex
+    bar = tqdm(range(cfg.epochs), desc=f"member {member + 1}/{cfg.members}", disable=not cfg.progress, leave=False)
+    for epoch in bar:
+        model.train()
+        order = list(range(len(train_ex)))
+        rng.shuffle(order)
+        run, nb = 0.0, 0
+        for i in range(0, len(order), cfg.batch_size):
+            batch = collate([train_ex[j] for j in order[i: i + cfg.batch_size]], drop_image_p=cfg.drop_image_p,
+                            drop_variant_p=cfg.drop_variant_p, rng=rng).to(device)
+            out = model.loss(batch, sample=True, kl_weight=cfg.kl_weight, event_weight=cfg.event_weight, generator=gen)
+            opt.zero_grad()
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            run += float(out["loss"].detach())
+            nb += 1
+        sched.step()
+        val = evaluate_loss(model, monitor, cfg, device)
+        history.append({"epoch": epoch + 1, "train_loss": run / max(nb, 1), **{f"val_{k}": v for k, v in val.items()}})
+        bar.set_postfix(train=f"{run / max(nb, 1):.3f}", val=f"{val['loss']:.3f}")
+        if val["loss"] < best - 1e-4:
+            best, best_state, bad = val["loss"], copy.deepcopy(model.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, {"member": member, "seed": seed, "best_val_loss": best, "epochs_run": len(history), "history": history}
+
+
+def _checkpoint_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out if out.suffix == ".pt" else out / "model.pt"
+
+
+def train(store: GraphStore, cfg: TrainConfig, out: str | Path,
+          patient_ids: list[str] | None = None) -> TrainReport:
+    """Train an ensemble on the patients of ``store`` (or ``patient_ids``) and write the checkpoint.
+
+    ``out`` is the checkpoint file (``*.pt``) or a directory (then ``out/model.pt``); the report
+    goes to ``<checkpoint>.report.json``. Raises :class:`TwinError` when the cohort is unusable.
+    """
+    started = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TwinError("--device cuda was asked for but CUDA is not available on this machine")
+    ids = patient_ids if patient_ids is not None else store.patient_ids()
+    if len(ids) < 2:
+        raise TwinError(f"training needs at least 2 patients, {store.url} has {len(ids)}")
+    train_ids, val_ids = split_patients(ids, cfg.val_fraction, cfg.seed)
+    train_rec = [load_records(store, p) for p in tqdm(train_ids, desc="read", disable=not cfg.progress, leave=False)]
+    val_rec = [load_records(store, p) for p in val_ids]
+    vocab, norms = build_vocabulary(train_rec)
+    spec = FeatureSpec(vocab, norms, image_dim=cfg.image_dim)
+
+    images = sorted({str(p) for r in train_rec for n in r.nodes if n.type is NodeType.IMAGE
+                     if (p := image_path(n)) is not None and p.exists()})
+    image_enc = ImageEncoder(cfg.image_dim)
+    ae_mse = image_enc.fit([Path(p) for p in images], epochs=cfg.image_epochs, seed=cfg.seed) if images else float("nan")
+
+    train_ex = build_examples(train_rec, spec, cfg.origins_per_patient, cfg.horizon_days, cfg.seed, image_enc)
+    val_ex = build_examples(val_rec, spec, cfg.origins_per_patient, cfg.horizon_days, cfg.seed + 1, image_enc)
+    if not train_ex:
+        raise TwinError("no training example: no patient has target-lab measurements before and after an origin")
+    ens = TwinEnsemble([], spec, image_enc, cfg.model, cfg.to_dict())
+    t_train = time.perf_counter()
+    reports, epochs_run = [], 0
+    for m in range(cfg.members):
+        model, rep = _train_member(m, ens, train_ex, val_ex, cfg, device)
+        ens.members.append(model)
+        reports.append(rep)
+        epochs_run += rep["epochs_run"]
+    train_s = time.perf_counter() - t_train
+    ckpt = _checkpoint_path(out)
+    report = TrainReport(
+        checkpoint=str(ckpt), n_train_patients=len(train_ids), n_val_patients=len(val_ids),
+        n_train_examples=len(train_ex), n_val_examples=len(val_ex), target_labs=vocab.target_labs,
+        drugs=vocab.drugs, event_kinds=vocab.event_kinds, n_images=len(images), image_ae_mse=ae_mse,
+        members=reports, seconds=time.perf_counter() - started, seconds_per_epoch=train_s / max(epochs_run, 1),
+        device=str(device))
+    ens.report = {k: v for k, v in report.to_dict().items() if k != "members"}
+    ens.to("cpu").save(ckpt)
+    tmp = ckpt.with_suffix(".report.json.tmp")
+    tmp.write_text(json.dumps(report.to_dict(), indent=2, default=_json_default))
+    os.replace(tmp, ckpt.with_suffix(".report.json"))
+    return report
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
