@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-
 from scenarios.result import ScenarioResult
+from twin.twin import lab_label
 
 __all__ = ["plot_trajectories"]
 
@@ -42,7 +42,7 @@ def plot_trajectories(result: ScenarioResult, path: str | Path, *, patient: str 
             ax.set_ylim(bottom=0)
         else:
             unit = result.lab_units.get(name, "")
-            ax.set_title(f"{result.lab_names.get(name, name)}" + (f" [{unit}]" if unit else ""), fontsize=9)
+            ax.set_title(lab_label(result.lab_names.get(name, name), name, unit), fontsize=8)
         ax.set_xlabel("days from origin", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)

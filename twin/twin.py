@@ -31,7 +31,13 @@ from twin.model.checkpoint import TwinEnsemble
 from twin.model.twin_model import interpolate_states
 from twin.predict import predict
 
-__all__ = ["Attribution", "Forecast", "LabForecast", "Twin"]
+__all__ = ["Attribution", "Forecast", "LabForecast", "Twin", "lab_label"]
+
+
+def lab_label(name: str, code: str, unit: str | None, width: int = 34) -> str:
+    """A short plot title for a lab: its name cut to ``width`` characters, code and unit."""
+    short = name if len(name) <= width else name[: width - 1] + "…"
+    return f"{short} ({code})" + (f" [{unit}]" if unit else "")
 
 
 @dataclass
@@ -239,8 +245,7 @@ class Twin:
             ax.fill_between(lf.days, lf.p05, lf.p95, alpha=0.3, color="tab:blue", label="5-95%")
             ax.plot(lf.days, lf.median, color="tab:blue", label="median")
             ax.axvline(0, color="grey", lw=0.8, ls="--")
-            name = lf.name if len(lf.name) <= 48 else lf.name[:47] + "…"
-            ax.set_title(f"{name} ({lf.unit})" if lf.unit else name, fontsize=9)
+            ax.set_title(lab_label(lf.name, lf.code, lf.unit), fontsize=9)
             ax.set_xlabel("days from origin", fontsize=8)
         for ax in list(axes.flat)[len(codes):]:
             ax.axis("off")

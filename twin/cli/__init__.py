@@ -7,8 +7,12 @@ dependencies (torch, fastapi, neo4j) are imported inside the commands that need 
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import typer
+
+# torch_geometric still calls torch.jit.script at import; the warning is noise for CLI users.
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 
 __all__ = ["app", "main"]
 

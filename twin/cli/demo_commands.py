@@ -84,7 +84,7 @@ def run_demo(out: Path, *, patients: int = 300, seed: int = 0, epochs: int = 20,
         t = time.perf_counter()
         _say(quiet, "[5/5] simulating and ranking three diabetes regimens in one batched solve")
         plans = load_regimens("diabetes")[:3]
-        result = simulate([twin], plans, 365, n_samples=64, seed=seed)
+        result = simulate([twin], plans, 365, n_samples=256, seed=seed)
         ranking = rank(result, OBJECTIVE)
         plot_trajectories(result, out / "scenarios.png")
         seconds["scenarios"] = time.perf_counter() - t
