@@ -46,8 +46,13 @@ class TrainConfig:
     """Training settings (all saved in the checkpoint)."""
 
     epochs: int = 30
-    batch_size: int = 32
+    batch_size: int = 16
     lr: float = 3e-3
+    # the direct treatment pathway (TwinModel.treatment_parameters): a 10x larger step, and an Adam
+    # epsilon that makes its updates proportional to small gradients (SGD-like), so consistent
+    # drug effects are learned within a few hundred steps while weak, noisy ones stay near zero
+    treatment_lr_mult: float = 10.0
+    treatment_eps: float = 1e-2
     weight_decay: float = 1e-5
     origins_per_patient: int = 4
     horizon_days: int = 365
@@ -55,6 +60,7 @@ class TrainConfig:
     patience: int = 5
     members: int = 3
     kl_weight: float = 0.01
+    nll_beta: float = 0.5  # beta-NLL weighting of the lab likelihood (TwinModel.loss); 0 = plain NLL
     event_weight: float = 0.5
     drop_image_p: float = 0.2
     drop_variant_p: float = 0.2
@@ -71,6 +77,9 @@ class TrainConfig:
             raise ValueError("TrainConfig: epochs, batch_size, members and origins_per_patient must be >= 1")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.treatment_lr_mult <= 0 or self.treatment_eps <= 0:
+            raise ValueError(f"TrainConfig.treatment_lr_mult and treatment_eps must be > 0, got "
+                             f"{self.treatment_lr_mult!r} and {self.treatment_eps!r}")
         if self.horizon_days < 7:
             raise ValueError(f"TrainConfig.horizon_days must be >= 7, got {self.horizon_days!r}")
         if isinstance(self.model, dict):
@@ -132,7 +141,8 @@ def evaluate_loss(model: TwinModel, examples: list[Example], cfg: TrainConfig, d
     n = 0
     for i in range(0, len(examples), cfg.batch_size * 2):
         chunk = examples[i: i + cfg.batch_size * 2]
-        out = model.loss(collate(chunk).to(device), sample=False, kl_weight=cfg.kl_weight, event_weight=cfg.event_weight)
+        out = model.loss(collate(chunk).to(device), sample=False, kl_weight=cfg.kl_weight,
+                         event_weight=cfg.event_weight, nll_beta=cfg.nll_beta)
         for key, v in out.items():
             tot[key] = tot.get(key, 0.0) + float(v) * len(chunk)
         n += len(chunk)
@@ -146,7 +156,10 @@ def _train_member(member: int, ens: TwinEnsemble, train_ex: list[Example], val_e
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     model = TwinEnsemble.build_member(cfg.model, ens.spec).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    treat = {id(p) for p in model.treatment_parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in treat]},
+              {"params": model.treatment_parameters(), "lr": cfg.lr * cfg.treatment_lr_mult, "eps": cfg.treatment_eps}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr * 0.05)
     best, best_state, bad, history = math.inf, copy.deepcopy(model.state_dict()), 0, []
     monitor = val_ex or train_ex
@@ -159,7 +172,8 @@ def _train_member(member: int, ens: TwinEnsemble, train_ex: list[Example], val_e
         for i in range(0, len(order), cfg.batch_size):
             batch = collate([train_ex[j] for j in order[i: i + cfg.batch_size]], drop_image_p=cfg.drop_image_p,
                             drop_variant_p=cfg.drop_variant_p, rng=rng).to(device)
-            out = model.loss(batch, sample=True, kl_weight=cfg.kl_weight, event_weight=cfg.event_weight, generator=gen)
+            out = model.loss(batch, sample=True, kl_weight=cfg.kl_weight, event_weight=cfg.event_weight, generator=gen,
+                             nll_beta=cfg.nll_beta)
             opt.zero_grad()
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

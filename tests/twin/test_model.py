@@ -143,3 +143,26 @@ def test_mixture_quantiles_known_answers() -> None:
     q = float(mixture_quantile(mu, sd, 0.05))
     cdf = torch.distributions.Normal(mu, sd).cdf(torch.tensor(q, dtype=torch.float64)).mean()
     assert abs(float(cdf) - 0.05) < 1e-9
+
+
+def test_direct_treatment_pathway_acts_with_lag_and_saturation(setup) -> None:
+    """A gain on (lab 0, drug 0) moves lab 0 only: not at the origin, then towards
+    ``gain * r(dose)`` (the Emax response) as the PK and effect compartments fill."""
+    _, spec, _, graphs = setup
+    torch.manual_seed(1)
+    m = TwinEnsemble.build_member(ModelConfig(), spec).eval()  # zero-initialised vector field: z stays put
+    with torch.no_grad():
+        m.effect_bias[0, 0] = -1.0
+    p, d = len(graphs), spec.vocab.n_drugs
+    doses = torch.zeros(2 * p, 400, d)
+    doses[1::2, :, 0] = 2.0  # plan 1 of each patient: twice the usual dose of drug 0 from day 0
+    t = torch.tensor([0.0, 7.0, 30.0, 90.0, 365.0])
+    with torch.no_grad():
+        ro = m.rollout(Batch.from_data_list(graphs), doses, t)
+        full = float(m.dynamics.response(torch.full((d,), 2.0))[0])
+    diff = ro.mean[1::2] - ro.mean[0::2]  # [P, Q, L]
+    assert torch.allclose(diff[:, :, 1:], torch.zeros_like(diff[:, :, 1:]), atol=1e-6)
+    assert torch.allclose(diff[:, 0, 0], torch.zeros(p), atol=1e-6)
+    assert torch.all(diff[:, 1:, 0] < 0) and torch.all(diff[:, 1:, 0][:, 1:] <= diff[:, 1:, 0][:, :-1] + 1e-6)
+    assert 0 < -float(diff[0, 1, 0]) < 0.5 * full  # lagged: well short of the full effect after a week
+    assert torch.allclose(diff[:, -1, 0], torch.full((p,), -full), atol=1e-3)  # saturating Emax response

@@ -22,6 +22,8 @@ def test_config_validation() -> None:
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="val_fraction"):
         TrainConfig(val_fraction=1.0)
+    with pytest.raises(ValueError, match="treatment_lr_mult"):
+        TrainConfig(treatment_eps=0.0)
 
 
 def test_tiny_cohort_is_overfit_well_below_last_value(toy_store: SQLiteStore, tmp_path: Path) -> None:

@@ -1,14 +1,19 @@
 """Latent dynamics with treatment inputs: ``dz/dt = f(z, e(t), s)`` plus PK exposure and hazards.
 
 The ODE state of each trajectory is ``[z (latent), e (one exposure per drug), Lambda (one
-cumulative hazard per event kind)]``:
+cumulative hazard per event kind), g (one effect compartment per target lab and drug)]``:
 
 * ``de/dt = k * (u(t) - e)``: a one-compartment PK filter per drug with a learned rate ``k``,
   so the piecewise-constant daily dose ``u(t)`` (looked up in the dose-schedule tensor)
   becomes a smooth exposure;
-* ``dz/dt = f(z, e, s)``: an MLP vector field, the only place treatments act on the latent;
+* ``dz/dt = f(z, e, s)``: an MLP vector field, where treatments act on the latent;
 * ``dLambda/dt = h(z, s)``: event hazards, so survival ``S(t) = exp(-Lambda(t))`` comes out
-  of the same solve.
+  of the same solve;
+* ``dg/dt = k_e * (r(e) - g)``: per (lab, drug) effect compartments with learned rates ``k_e``
+  driven by the saturating (Emax) response ``r(e) = e / (e + EC50)`` of each drug. The lab
+  decoder adds a learned gain times ``g(t) - g(0)`` to every lab (the direct, easily learned
+  treatment pathway; labs respond with their own lag, e.g. potassium within days, HbA1c over
+  weeks). With ``n_labs=0`` there are no such states.
 
 A whole batch (patients x plans) is one ``torchdiffeq.odeint`` call on one time grid.
 """
@@ -29,19 +34,21 @@ class LatentDynamics(nn.Module):
 
     Shapes:
         doses (set by :meth:`set_inputs`): ``[B, T_days, D]``; static ``[B, S]``.
-        state ``y``: ``[B, latent + D + K]``.
+        state ``y``: ``[B, latent + D + K + L * D]`` (``L = n_labs`` effect compartments per drug).
     """
 
     def __init__(self, latent: int, n_drugs: int, static: int, n_events: int, hidden: int,
-                 time_unit_days: float) -> None:
+                 time_unit_days: float, n_labs: int = 0) -> None:
         super().__init__()
-        self.latent, self.n_drugs, self.n_events = latent, n_drugs, n_events
+        self.latent, self.n_drugs, self.n_events, self.n_labs = latent, n_drugs, n_events, n_labs
         self.time_unit_days = time_unit_days
         self.f = nn.Sequential(nn.Linear(latent + n_drugs + static, hidden), nn.Tanh(),
                                nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, latent))
         nn.init.zeros_(self.f[-1].weight)
         nn.init.zeros_(self.f[-1].bias)
         self.pk_logit = nn.Parameter(torch.full((n_drugs,), -1.0))  # k = 8*sigmoid(-1) ~ 2.2 / unit
+        self.effect_logit = nn.Parameter(torch.full((n_labs, n_drugs), -1.0))  # effect-compartment rates
+        self.ec50_raw = nn.Parameter(torch.full((n_drugs,), 0.5))  # EC50 ~ 1 typical daily dose
         self.hazard = nn.Linear(latent + static, n_events)
         nn.init.constant_(self.hazard.bias, -6.0)
         nn.init.normal_(self.hazard.weight, std=0.01)
@@ -51,6 +58,25 @@ class LatentDynamics(nn.Module):
     @property
     def pk_rate(self) -> Tensor:
         return _MAX_RATE * torch.sigmoid(self.pk_logit)
+
+    @property
+    def effect_rate(self) -> Tensor:
+        """Rates ``[L, D]`` of the (lab, drug) effect compartments, per time unit."""
+        return _MAX_RATE * torch.sigmoid(self.effect_logit)
+
+    @property
+    def ec50(self) -> Tensor:
+        """Exposure ``[D]`` (in typical daily doses) giving half of each drug's maximal response."""
+        return nn.functional.softplus(self.ec50_raw) + 0.05
+
+    def response(self, e: Tensor) -> Tensor:
+        """Saturating Emax response ``e / (e + EC50)`` in ``[0, 1)`` of exposures ``[..., D]``."""
+        e = e.clamp(min=0.0)
+        return e / (e + self.ec50)
+
+    def effect_state0(self, dose0: Tensor) -> Tensor:
+        """Steady-state effect compartments ``[B, L * D]`` for the current doses ``[B, D]``."""
+        return self.response(dose0).unsqueeze(1).expand(-1, self.n_labs, -1).reshape(dose0.shape[0], -1)
 
     def set_inputs(self, doses: Tensor, static: Tensor) -> None:
         """Bind the dose schedule ``[B, T, D]`` and static context ``[B, S]`` for the next solve."""
@@ -72,7 +98,11 @@ class LatentDynamics(nn.Module):
         dz = self.f(torch.cat([z, e, self._static], dim=-1))
         de = self.pk_rate * (u - e)
         dlam = self.hazard_rate(z, self._static)
-        return torch.cat([dz, de, dlam], dim=-1)
+        if not self.n_labs:
+            return torch.cat([dz, de, dlam], dim=-1)
+        g = y[:, self.latent + self.n_drugs + self.n_events:].view(-1, self.n_labs, self.n_drugs)
+        dg = self.effect_rate * (self.response(e).unsqueeze(1) - g)
+        return torch.cat([dz, de, dlam, dg.flatten(1)], dim=-1)
 
 
 def solve(field: LatentDynamics, y0: Tensor, grid_days: Tensor, step_days: float, method: str = "rk4") -> Tensor:

@@ -71,6 +71,14 @@ def interpolate_states(grid: Tensor, states: Tensor, tq: Tensor) -> Tensor:
 class TwinModel(nn.Module):
     r"""Graph encoder + latent neural ODE driven by dose schedules + lab and hazard decoders.
 
+    Treatments reach the labs two ways: through the latent vector field ``f(z, e, s)`` and
+    through a direct pathway, ``gain_ld * (g_ld(t) - g_ld(0))`` added to each lab's mean,
+    where ``g`` are the dynamics' (lab, drug) effect compartments and
+    ``gain_ld = b_ld + w_ld * anchor_l``. The direct pathway has two parameters per (lab, drug)
+    besides the rates, so the effect of starting or stopping a drug is learned from the few
+    on/off transitions a cohort has; the anchor term lets an effect scale with the lab's own
+    level (a statin's proportional LDL drop is larger from a higher LDL).
+
     Args:
         cfg (ModelConfig): sizes and solver step.
         dims (dict[str, int]): node feature widths (:func:`twin.features.node_dims`).
@@ -88,8 +96,19 @@ class TwinModel(nn.Module):
         self.cfg = cfg
         self.n_labs, self.n_drugs, self.n_events = n_labs, n_drugs, n_events
         self.encoder = HeteroPatientEncoder(dims, n_concepts, n_genes, cfg.hidden, cfg.latent, cfg.static, cfg.layers)
-        self.dynamics = LatentDynamics(cfg.latent, n_drugs, cfg.static, n_events, cfg.ode_hidden, cfg.time_unit_days)
+        self.dynamics = LatentDynamics(cfg.latent, n_drugs, cfg.static, n_events, cfg.ode_hidden, cfg.time_unit_days,
+                                       n_labs=n_labs)
         self.decoder = LabDecoder(cfg.latent, cfg.static, n_labs, cfg.ode_hidden, cfg.min_logvar, cfg.max_logvar)
+        # direct treatment pathway: per (lab, drug) gain b + w * anchor; zero at initialisation,
+        # so an untrained model's forecasts come from the latent alone
+        self.effect_bias = nn.Parameter(torch.zeros(n_labs, n_drugs))
+        self.effect_slope = nn.Parameter(torch.zeros(n_labs, n_drugs))
+
+    def treatment_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the direct treatment pathway (gains, PK and effect rates, EC50s): few
+        and far from their zero/neutral start, so training may give them a larger step."""
+        d = self.dynamics
+        return [self.effect_bias, self.effect_slope, d.pk_logit, d.effect_logit, d.ec50_raw]
 
     # ---------------------------------------------------------------- encoder
     def encode(self, graphs: Batch, h0: dict[str, Tensor] | None = None) -> Encoded:
@@ -111,18 +130,31 @@ class TwinModel(nn.Module):
         if doses.shape[0] != b:
             raise ValueError(f"dose schedule has {doses.shape[0]} rows but there are {b} trajectories")
         grid = self._grid(horizon_days, z0.device)
-        y0 = torch.cat([z0, enc.dose0, z0.new_zeros(b, self.n_events)], dim=-1)
+        y0 = torch.cat([z0, enc.dose0, z0.new_zeros(b, self.n_events), self.dynamics.effect_state0(enc.dose0)], dim=-1)
         self.dynamics.set_inputs(doses, enc.s)
         return grid, solve(self.dynamics, y0, grid, self.cfg.step_days, self.cfg.solver)
 
     def decode(self, enc: Encoded, states: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``states`` ``[B, M, N]`` -> lab mean, logvar ``[B, M, L]``, cum hazard ``[B, M, K]``, z, exposure."""
-        lat, d = self.cfg.latent, self.n_drugs
-        z, e, lam = states[..., :lat], states[..., lat: lat + d], states[..., lat + d:]
+        lat, d, k = self.cfg.latent, self.n_drugs, self.n_events
+        z, e, lam, g = (states[..., :lat], states[..., lat: lat + d], states[..., lat + d: lat + d + k],
+                        states[..., lat + d + k:])
         m = states.shape[1]
         rep = lambda x: x.unsqueeze(1).expand(-1, m, -1)  # noqa: E731
         mean, logvar = self.decoder(z, rep(enc.s), rep(enc.anchor), rep(enc.anchor_mask))
-        return mean, logvar, lam, z, e
+        return mean + self.treatment_effect(enc, g), logvar, lam, z, e
+
+    def treatment_effect(self, enc: Encoded, g: Tensor) -> Tensor:
+        """Direct-pathway change of every lab ``[B, M, L]`` (standardised) from the effect
+        compartments ``g`` ``[B, M, L * D]``: ``sum_d gain[l, d] * (g_ld(t) - g_ld(0))``."""
+        b, m = g.shape[:2]
+        n_l, d = self.n_labs, self.n_drugs
+        if not n_l or not d:
+            return g.new_zeros(b, m, n_l)
+        a = enc.anchor * enc.anchor_mask
+        gain = (self.effect_bias + self.effect_slope * a.unsqueeze(-1)).view(b, 1, n_l, d)
+        g0 = self.dynamics.effect_state0(enc.dose0).view(b, 1, n_l, d)
+        return (gain * (g.view(b, m, n_l, d) - g0)).sum(-1)
 
     def rollout(self, graphs: Batch, doses: Tensor, t_query: Tensor, *, eps: Tensor | None = None) -> Rollout:
         r"""Forecast every graph under every dose schedule in one ODE solve.
@@ -149,8 +181,14 @@ class TwinModel(nn.Module):
 
     # ---------------------------------------------------------------- training objective
     def loss(self, batch: ExampleBatch, *, sample: bool, kl_weight: float, event_weight: float,
-             generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Gaussian NLL of observed target labs + event NLL + KL(q(z0) || N(0, I)), batch means."""
+             generator: torch.Generator | None = None, nll_beta: float = 0.0) -> dict[str, Tensor]:
+        """Gaussian NLL of observed target labs + event NLL + KL(q(z0) || N(0, I)), batch means.
+
+        With ``nll_beta > 0`` each observation's NLL in ``loss`` is weighted by its predicted
+        variance to the power ``beta`` (no gradient through the weight; beta-NLL, Seitzer et al.
+        2022): plain NLL scales the gradient of a mean by ``1 / variance``, so observations the
+        model cannot yet explain (e.g. a lab moving after a drug change) get a large variance and
+        then hardly teach the mean. ``lab_nll`` is always the plain NLL."""
         enc = self.encode(batch.graphs)
         if sample:
             eps = torch.randn(enc.mu.shape, generator=generator, device="cpu").to(enc.mu)
@@ -167,6 +205,10 @@ class TwinModel(nn.Module):
         nll = 0.5 * (lv_o + (batch.obs_y - mu_o) ** 2 * torch.exp(-lv_o) + math.log(2 * math.pi))
         mask = batch.obs_mask.float()
         lab_nll = (nll * mask).sum() / mask.sum().clamp(min=1.0)
+        if nll_beta:
+            fit = (nll * torch.exp(nll_beta * lv_o.detach()) * mask).sum() / mask.sum().clamp(min=1.0)
+        else:
+            fit = lab_nll
         sq = ((batch.obs_y - mu_o) ** 2 * mask).sum() / mask.sum().clamp(min=1.0)
         # events: -log L = Lambda(T) - flag * log h(T)
         if self.n_events:
@@ -179,5 +221,5 @@ class TwinModel(nn.Module):
         else:
             ev = lab_nll.new_zeros(())
         kl = 0.5 * (enc.mu ** 2 + enc.logvar.exp() - 1.0 - enc.logvar).sum(-1).mean()
-        total = lab_nll + event_weight * ev + kl_weight * kl
+        total = fit + event_weight * ev + kl_weight * kl
         return {"loss": total, "lab_nll": lab_nll, "lab_mse": sq, "event_nll": ev, "kl": kl}
