@@ -72,9 +72,8 @@ def training_job(store: GraphStore, out_dir: Path, config: dict[str, Any], devic
     def run(progress: ProgressFn) -> dict[str, Any]:
         from twin.train import TrainConfig, train
 
-        progress(0.0, "training")
         cfg = TrainConfig(**config, device=device, progress=False)
-        report = train(store, cfg, out_dir)
+        report = train(store, cfg, out_dir, on_progress=progress)
         doc = report.to_dict()
         doc.pop("members", None)
         doc["checkpoint"] = out_dir.name

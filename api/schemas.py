@@ -292,7 +292,7 @@ class TrainRequest(_Strict):
     replace: bool = Field(False, description="Overwrite an existing model of this name.", strict=True)
     epochs: int = Field(30, ge=1, le=500, strict=True)
     members: int = Field(3, ge=1, le=10, description="Ensemble size (epistemic uncertainty).", strict=True)
-    batch_size: int = Field(16, ge=1, le=1024, strict=True)
+    batch_size: int = Field(32, ge=1, le=1024, strict=True)
     origins_per_patient: int = Field(4, ge=1, le=64, strict=True)
     horizon_days: int = Field(365, ge=7, le=3650, strict=True)
     patience: int = Field(5, ge=1, le=100, strict=True)

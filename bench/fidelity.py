@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         truths = {p: json.loads((cdir / "truth" / f"{p}.json").read_text()) for p in ids}
     rest, test_ids = split_patients(ids, args.test_fraction, args.seed + 17)
     cfg = TrainConfig(epochs=args.epochs, members=args.members, seed=args.seed, progress=not args.quiet,
-                      origins_per_patient=args.origins, device=args.device,
+                      origins_per_patient=args.origins, device=args.device, batch_size=args.batch_size,
                       val_fraction=0.15 if len(rest) >= 20 else 0.25)
     t0 = time.perf_counter()
     if args.reuse_model and (work / "model.pt").is_file():  # evaluate again without retraining
@@ -253,8 +253,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # GRU baseline on the same training origins as the twin
     t0 = time.perf_counter()
     tr_ids, va_ids = split_patients(rest, cfg.val_fraction, cfg.seed)
-    tr_ex = build_examples([records[p] for p in tr_ids], ens.spec, cfg.origins_per_patient, 365, cfg.seed)
-    va_ex = build_examples([records[p] for p in va_ids], ens.spec, cfg.origins_per_patient, 365, cfg.seed + 1)
+    tr_ex = build_examples([records[p] for p in tr_ids], ens.spec, cfg.origins_per_patient, 365, cfg.seed,
+                           k_change=cfg.change_origins_per_patient)
+    va_ex = build_examples([records[p] for p in va_ids], ens.spec, cfg.origins_per_patient, 365, cfg.seed + 1,
+                           k_change=cfg.change_origins_per_patient)
     gru = None
     if tr_ex:
         gru = train_gru([seq_example(records[e.patient_id], e, vocab, norms) for e in tr_ex],
@@ -290,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--origins", type=int, default=4, help="training origins per patient")
+    ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--test-origins", type=int, default=None, help="origins per held-out patient (2; external 6)")
     ap.add_argument("--test-fraction", type=float, default=None, help="held-out share (0.2; external 0.4)")
     ap.add_argument("--samples", type=int, default=32)

@@ -196,8 +196,17 @@ def parse_fhir_resources(
     return ff.build()
 
 
+# Bundle.type value set (R4, http://hl7.org/fhir/bundle-type)
+BUNDLE_TYPES = frozenset({"document", "message", "transaction", "transaction-response", "batch", "batch-response",
+                          "history", "searchset", "collection"})
+
+
 def _add_bundle_entries(ff: FhirFile, bundle: dict[str, Any]) -> None:
     loc = Loc(ff.source, f"Bundle/{bundle.get('id')}" if isinstance(bundle.get("id"), str) else "Bundle")
+    btype = bundle.get("type")
+    if btype is not None and btype not in BUNDLE_TYPES:
+        raise loc.error(f"unknown Bundle.type {str(btype)[:40]!r} (expected one of {', '.join(sorted(BUNDLE_TYPES))})",
+                        "type")
     entries = loc.lst(bundle, "entry", "entry")
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):

@@ -135,7 +135,8 @@ def cohort(live: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Cohort
 
 @pytest.fixture(scope="session")
 def trained_model(live: LiveServer, cohort: Cohort) -> dict:
-    """A small model trained through ``POST /v1/models`` (the job's final state, plus its name)."""
+    """A small model trained through ``POST /v1/models`` (the job's final state, its name and the
+    ``(progress, message)`` pairs seen while polling)."""
     body = {"name": "tiny", "epochs": 2, "members": 2, "origins_per_patient": 2, "batch_size": 16, "horizon_days": 180}
     with live.client("admin") as c:
         r = c.post("/v1/models", json=body)
@@ -143,7 +144,9 @@ def trained_model(live: LiveServer, cohort: Cohort) -> dict:
         job = r.json()
         assert job["status"] in ("queued", "running") and job["kind"] == "train"
         deadline = time.monotonic() + 300
+        seen = []
         while job["status"] in ("queued", "running") and time.monotonic() < deadline:
-            time.sleep(0.25)
+            time.sleep(0.1)
             job = c.get(f"/v1/jobs/{job['id']}").json()
-    return {**job, "name": "tiny"}
+            seen.append((job["progress"], job["message"]))
+    return {**job, "name": "tiny", "seen": seen}

@@ -22,6 +22,10 @@ def _wait(c: httpx.Client, job_id: str, timeout_s: float = 240.0) -> dict:
 def test_train_job_runs_to_a_listed_model(live: LiveServer, trained_model: dict) -> None:
     assert trained_model["status"] == "succeeded", trained_model
     assert trained_model["progress"] == 1.0
+    # progress advances through the training stages and never goes backwards
+    fracs = [f for f, _ in trained_model["seen"]]
+    assert fracs == sorted(fracs)
+    assert any(0.0 < f < 1.0 for f in fracs), trained_model["seen"]
     assert trained_model["result"]["n_train_patients"] >= 2
     with live.client("sim") as c:
         models = c.get("/v1/models").json()

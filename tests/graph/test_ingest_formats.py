@@ -82,6 +82,18 @@ def test_skips_are_counted_not_errors() -> None:
     assert pf.resources == {"Claim": 1, "Observation": 4, "Condition": 1}
 
 
+@pytest.mark.parametrize("btype", ["transaction", "collection", "searchset", "batch", "document", None])
+def test_every_bundle_type_is_read(btype: str | None) -> None:
+    doc = {**bundle((None, PATIENT)), "type": btype}
+    assert [n.id for n in parse_bundle(doc, source_name="b.json").batch.nodes] == ["Patient/p1"]
+
+
+def test_unknown_bundle_type_names_the_field() -> None:
+    with pytest.raises(RecordError, match="unknown Bundle.type 'transactoin'") as err:
+        parse_bundle({**bundle((None, PATIENT)), "id": "b7", "type": "transactoin"}, source_name="b.json")
+    assert (err.value.file, err.value.resource, err.value.field) == ("b.json", "Bundle/b7", "type")
+
+
 def test_coded_observation_and_components() -> None:
     bp = {"resourceType": "Observation", "id": "bp", "status": "final", "subject": {"reference": "Patient/p"},
           "effectiveDateTime": "2020-02-02T00:00:00Z", "code": {"coding": [{"system": LOINC, "code": "85354-9"}]},

@@ -13,8 +13,8 @@ import torch
 from graph.errors import TwinError
 from graph.schema import NodeType
 from graph.store.sqlite import SQLiteStore
-from twin.features import (DoseAction, FeatureSpec, actions_from_records, build_example, build_graph, choose_origins,
-                           collate, dose_schedule, drop_modalities, edge_types, load_records, node_dims)
+from twin.features import (DoseAction, FeatureSpec, actions_from_records, build_example, build_graph, change_origins,
+                           choose_origins, collate, dose_schedule, drop_modalities, edge_types, load_records, node_dims)
 from twin.vocab import Normalisers, Vocabulary, build_vocabulary
 
 EXTERNAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "external" / "synthea-fhir"
@@ -37,6 +37,27 @@ def test_vocabulary_comes_from_data(cohort) -> None:
     again = Vocabulary.from_dict(spec.vocab.to_dict())
     assert again.target("T1") == spec.vocab.target("T1") and again.concepts == spec.vocab.concepts
     assert Normalisers.from_dict(spec.norms.to_dict()) == spec.norms
+
+
+def test_change_origins_sit_just_before_therapy_changes(cohort) -> None:
+    from graph.timeutil import days_between
+
+    recs, spec = cohort
+    seen = 0
+    for rec in recs:
+        valid = set(choose_origins(rec, spec.vocab, 10**6, random.Random(0)))
+        changes = sorted({t for n in rec.nodes if n.type is NodeType.MEDICATION for t in (n.time, n.end) if t})
+        got = change_origins(rec, spec.vocab, 10**6, random.Random(0), window_days=90)
+        for t0 in got:
+            assert t0 in valid
+            assert any(0 < days_between(t0, tc) <= 90 for tc in changes)
+            # the latest valid origin before that change: no valid origin between t0 and it
+            tc = min(tc for tc in changes if days_between(t0, tc) > 0)
+            assert not [t for t in valid if t0 < t < tc]
+        seen += len(got)
+        assert len(change_origins(rec, spec.vocab, 1, random.Random(0), window_days=90)) <= 1
+        assert change_origins(rec, spec.vocab, 0, random.Random(0)) == []
+    assert seen > 0, "the toy cohort has therapy changes with measurements before them"
 
 
 def test_graph_shapes_and_anchor(cohort) -> None:

@@ -33,7 +33,8 @@ def test_tiny_cohort_is_overfit_well_below_last_value(toy_store: SQLiteStore, tm
     report = train(toy_store, cfg, tmp_path / "tiny.pt", patient_ids=ids)
     ens = TwinEnsemble.load(tmp_path / "tiny.pt")
     recs = [load_records(toy_store, p) for p in ids]
-    exs = build_examples(recs, ens.spec, cfg.origins_per_patient, cfg.horizon_days, cfg.seed, ens.image_encoder)
+    exs = build_examples(recs, ens.spec, cfg.origins_per_patient, cfg.horizon_days, cfg.seed, ens.image_encoder,
+                          cfg.change_origins_per_patient)
     assert len(exs) == report.n_train_examples
     model_mse = evaluate_loss(ens.members[0], exs, cfg, torch.device("cpu"))["lab_mse"]
     # the last-value baseline's squared error on the very same observations (standardised units)
@@ -53,7 +54,8 @@ def test_tiny_cohort_is_overfit_well_below_last_value(toy_store: SQLiteStore, tm
 def test_training_is_seeded_and_checkpoint_is_complete(toy_store: SQLiteStore, tmp_path: Path) -> None:
     ids = toy_store.patient_ids()[:10]
     cfg = TrainConfig(epochs=2, members=2, progress=False, image_epochs=2)
-    r1 = train(toy_store, cfg, tmp_path / "a.pt", patient_ids=ids)
+    steps: list[tuple[float, str]] = []
+    r1 = train(toy_store, cfg, tmp_path / "a.pt", patient_ids=ids, on_progress=lambda f, m: steps.append((f, m)))
     r2 = train(toy_store, cfg, tmp_path / "b", patient_ids=ids)
     for m1, m2 in zip(r1.members, r2.members):
         assert m1["best_val_loss"] == pytest.approx(m2["best_val_loss"], rel=1e-4)
@@ -71,6 +73,11 @@ def test_training_is_seeded_and_checkpoint_is_complete(toy_store: SQLiteStore, t
     assert report["n_train_patients"] + report["n_val_patients"] == 10
     assert report["target_labs"] == r1.target_labs
     assert not list(tmp_path.glob(".*.tmp")), "no temporary checkpoint files are left behind"
+    # progress: monotone from 0 to 1, one report per epoch of each member, no patient ids in messages
+    fracs = [f for f, _ in steps]
+    assert fracs[0] == 0.0 and fracs[-1] == 1.0 and fracs == sorted(fracs)
+    assert sum("epoch" in m for _, m in steps) == sum(r["epochs_run"] for r in r1.members)
+    assert not any(pid in m for _, m in steps for pid in ids)
 
 
 def test_unusable_inputs_raise_twin_errors(toy_store: SQLiteStore, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ def train_cmd(
     out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (atomically).")] = Path("runs/model.pt"),
     epochs: Annotated[int, typer.Option(help="Maximum epochs per ensemble member (early stopping may end sooner).")] = 30,
     members: Annotated[int, typer.Option(help="Ensemble members (epistemic uncertainty).")] = 3,
-    batch_size: Annotated[int, typer.Option(help="Examples (patient x origin) per mini-batch.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Examples (patient x origin) per mini-batch.")] = 32,
     origins: Annotated[int, typer.Option(help="Random forecast origins per patient.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the split, origins and initialisation.")] = 0,
     device: DeviceOpt = "cpu",

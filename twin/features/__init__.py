@@ -3,7 +3,7 @@
 from twin.features.batch import Example, ExampleBatch, build_example, collate
 from twin.features.hetero import FeatureSpec, build_graph, drop_modalities, edge_types, node_dims, time_encoding
 from twin.features.records import PatientRecords, daily_dose, image_path, load_records
-from twin.features.targets import Targets, build_targets, choose_origins
+from twin.features.targets import Targets, build_targets, change_origins, choose_origins
 from twin.features.treatment import DoseAction, actions_from_records, dose_schedule
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "build_example",
     "build_graph",
     "build_targets",
+    "change_origins",
     "choose_origins",
     "collate",
     "daily_dose",

@@ -18,7 +18,7 @@ from graph.timeutil import days_between
 from twin.features.records import PatientRecords, death_time
 from twin.vocab import Normalisers, Vocabulary, event_kind_of
 
-__all__ = ["Targets", "build_targets", "choose_origins"]
+__all__ = ["Targets", "build_targets", "change_origins", "choose_origins"]
 
 
 @dataclass
@@ -85,16 +85,48 @@ def build_targets(records: PatientRecords, t0: datetime, vocab: Vocabulary, norm
     return Targets(np.array(ts, np.float32), np.array(labs, np.int64), np.array(ys, np.float32), ev_t, ev_f)
 
 
-def choose_origins(records: PatientRecords, vocab: Vocabulary, k: int, rng: random.Random,
-                   min_history: int = 1) -> list[datetime]:
-    """Up to ``k`` distinct origins: times of target-lab measurements that have at least
-    ``min_history`` target measurements up to them and at least one after them (before death)."""
+def _origin_candidates(records: PatientRecords, vocab: Vocabulary, min_history: int) -> list[datetime]:
     times = sorted({n.time for n in records.nodes
                     if n.type is NodeType.LAB and n.time is not None and vocab.target(n.code) is not None})
     patient = records.patient
     death = death_time(patient) if patient is not None else None
-    cands = [t for i, t in enumerate(times) if i + 1 >= min_history and i + 1 < len(times)
-             and (death is None or t < death)]
+    return [t for i, t in enumerate(times) if i + 1 >= min_history and i + 1 < len(times)
+            and (death is None or t < death)]
+
+
+def choose_origins(records: PatientRecords, vocab: Vocabulary, k: int, rng: random.Random,
+                   min_history: int = 1) -> list[datetime]:
+    """Up to ``k`` distinct origins: times of target-lab measurements that have at least
+    ``min_history`` target measurements up to them and at least one after them (before death)."""
+    cands = _origin_candidates(records, vocab, min_history)
     if len(cands) <= k:
         return cands
     return sorted(rng.sample(cands, k))
+
+
+def change_origins(records: PatientRecords, vocab: Vocabulary, k: int, rng: random.Random,
+                   window_days: float = 180.0, min_history: int = 1) -> list[datetime]:
+    """Up to ``k`` origins just before treatment changes: for each start or stop of one of the
+    model's drugs, the last valid origin (see :func:`choose_origins`) within ``window_days``
+    before it.
+
+    Training examples from random origins rarely contain a change of therapy after the
+    origin (a few per cent of a cohort's observations), so the effect of starting or stopping
+    a drug is learned from little signal. Oversampling such windows is importance sampling of
+    informative examples; the inputs still never see past the origin, and the dose schedule
+    tells the model about the change exactly as a what-if plan does.
+    """
+    cands = _origin_candidates(records, vocab, min_history)
+    if not cands or k < 1:
+        return []
+    changes = sorted({t for n in records.nodes if n.type is NodeType.MEDICATION and vocab.drug(n.code) is not None
+                      for t in (n.time, n.end) if t is not None})
+    picked = set()
+    for tc in changes:
+        before = [t for t in cands if 0 < days_between(t, tc) <= window_days]
+        if before:
+            picked.add(before[-1])
+    picked_list = sorted(picked)
+    if len(picked_list) <= k:
+        return picked_list
+    return sorted(rng.sample(picked_list, k))

@@ -1,4 +1,4 @@
-"""Latent dynamics with treatment inputs: ``dz/dt = f(z, e(t), s)`` plus PK exposure and hazards.
+"""Latent dynamics with treatment inputs: ``dz/dt = f(z, r(e(t)), s)`` plus PK exposure and hazards.
 
 The ODE state of each trajectory is ``[z (latent), e (one exposure per drug), Lambda (one
 cumulative hazard per event kind), g (one effect compartment per target lab and drug)]``:
@@ -6,7 +6,9 @@ cumulative hazard per event kind), g (one effect compartment per target lab and 
 * ``de/dt = k * (u(t) - e)``: a one-compartment PK filter per drug with a learned rate ``k``,
   so the piecewise-constant daily dose ``u(t)`` (looked up in the dose-schedule tensor)
   becomes a smooth exposure;
-* ``dz/dt = f(z, e, s)``: an MLP vector field, where treatments act on the latent;
+* ``dz/dt = f(z, r(e), s)``: an MLP vector field, where treatments act on the latent through
+  their saturating response ``r(e)`` (below), so doses beyond the cohort's range saturate
+  instead of extrapolating linearly;
 * ``dLambda/dt = h(z, s)``: event hazards, so survival ``S(t) = exp(-Lambda(t))`` comes out
   of the same solve;
 * ``dg/dt = k_e * (r(e) - g)``: per (lab, drug) effect compartments with learned rates ``k_e``
@@ -19,6 +21,8 @@ A whole batch (patients x plans) is one ``torchdiffeq.odeint`` call on one time 
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +52,9 @@ class LatentDynamics(nn.Module):
         nn.init.zeros_(self.f[-1].bias)
         self.pk_logit = nn.Parameter(torch.full((n_drugs,), -1.0))  # k = 8*sigmoid(-1) ~ 2.2 / unit
         self.effect_logit = nn.Parameter(torch.full((n_labs, n_drugs), -1.0))  # effect-compartment rates
-        self.ec50_raw = nn.Parameter(torch.full((n_drugs,), 0.5))  # EC50 ~ 1 typical daily dose
+        # EC50 starts at 0.3 typical daily doses: drugs are dosed near the plateau of their
+        # dose-response curve (a typical dose gives ~75 % of the maximal effect)
+        self.ec50_raw = nn.Parameter(torch.full((n_drugs,), math.log(math.expm1(0.25))))
         self.hazard = nn.Linear(latent + static, n_events)
         nn.init.constant_(self.hazard.bias, -6.0)
         nn.init.normal_(self.hazard.weight, std=0.01)
@@ -95,13 +101,14 @@ class LatentDynamics(nn.Module):
         day = torch.clamp((t * self.time_unit_days).floor().long(), 0, n_days - 1)
         u = self._doses[:, day]
         z, e = y[:, : self.latent], y[:, self.latent: self.latent + self.n_drugs]
-        dz = self.f(torch.cat([z, e, self._static], dim=-1))
+        r = self.response(e)
+        dz = self.f(torch.cat([z, r, self._static], dim=-1))
         de = self.pk_rate * (u - e)
         dlam = self.hazard_rate(z, self._static)
         if not self.n_labs:
             return torch.cat([dz, de, dlam], dim=-1)
         g = y[:, self.latent + self.n_drugs + self.n_events:].view(-1, self.n_labs, self.n_drugs)
-        dg = self.effect_rate * (self.response(e).unsqueeze(1) - g)
+        dg = self.effect_rate * (r.unsqueeze(1) - g)
         return torch.cat([dz, de, dlam, dg.flatten(1)], dim=-1)
 
 

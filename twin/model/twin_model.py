@@ -71,7 +71,7 @@ def interpolate_states(grid: Tensor, states: Tensor, tq: Tensor) -> Tensor:
 class TwinModel(nn.Module):
     r"""Graph encoder + latent neural ODE driven by dose schedules + lab and hazard decoders.
 
-    Treatments reach the labs two ways: through the latent vector field ``f(z, e, s)`` and
+    Treatments reach the labs two ways: through the latent vector field ``f(z, r(e), s)`` and
     through a direct pathway, ``gain_ld * (g_ld(t) - g_ld(0))`` added to each lab's mean,
     where ``g`` are the dynamics' (lab, drug) effect compartments and
     ``gain_ld = b_ld + w_ld * anchor_l``. The direct pathway has two parameters per (lab, drug)
