@@ -51,9 +51,9 @@ class TrainConfig:
     lr: float = 3e-3
     # The direct treatment pathway (TwinModel.treatment_parameters) has few parameters whose
     # gradient is small (a drug change touches a few per cent of a cohort's observations): it
-    # gets a 10x larger step, and a light L1 penalty on its gains (in units of the mean per-
+    # gets a 30x larger step, and a light L1 penalty on its gains (in units of the mean per-
     # observation loss) that keeps drug -> lab effects the data does not support at zero.
-    treatment_lr_mult: float = 10.0
+    treatment_lr_mult: float = 30.0
     treatment_eps: float = 1e-8
     treatment_l1: float = 3e-4
     weight_decay: float = 1e-5

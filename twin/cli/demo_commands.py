@@ -38,7 +38,7 @@ def _pick_patient(store: Any) -> str:
     raise TwinError("no patient in the store has an HbA1c to forecast")
 
 
-def run_demo(out: Path, *, patients: int = 300, seed: int = 0, epochs: int = 20, members: int = 2,
+def run_demo(out: Path, *, patients: int = 300, seed: int = 0, epochs: int = 15, members: int = 2,
              device: str = "cpu", quiet: bool = False) -> dict[str, Any]:
     """Run the demo into ``out`` and return its summary (also written to ``out/summary.json``)."""
     from graph.ingest import ingest_paths
@@ -160,7 +160,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for the cohort, store, model, plots and report.")] = Path("out/demo"),
     patients: Annotated[int, typer.Option(help="Synthetic patients to generate.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of every random step.")] = 0,
-    epochs: Annotated[int, typer.Option(help="Maximum training epochs per ensemble member.")] = 20,
+    epochs: Annotated[int, typer.Option(help="Maximum training epochs per ensemble member.")] = 15,
     members: Annotated[int, typer.Option(help="Ensemble members (epistemic uncertainty).")] = 2,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     as_json: JsonOpt = False,
