@@ -31,11 +31,13 @@ STORE_KINDS = ["sqlite", pytest.param("neo4j", marks=pytest.mark.neo4j)]
 
 
 # ---------------------------------------------------------------------- Neo4j server fixtures
-def _neo4j_unavailable(reason: str) -> None:
-    """Skip locally, fail under CI: a CI run must never pass without its Neo4j tests."""
+def missing_requirement(reason: str) -> None:
+    """Skip locally, fail under CI: a CI run must never pass without the tests that need a
+    real component (the Neo4j server) or the shared test data (``../shared/data``)."""
     if os.environ.get("CI"):
-        pytest.fail(f"Neo4j server needed by the neo4j tests is unavailable: {reason}", pytrace=False)
-    pytest.skip(f"Neo4j server unavailable: {reason}")
+        pytest.fail(f"required by these tests but unavailable: {reason}", pytrace=False)
+    pytest.skip(reason)
+
 
 
 def _start_neo4j_server(log_path: Path) -> tuple[subprocess.Popen[str], str]:
@@ -99,7 +101,7 @@ def neo4j_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         proc, uri = _start_neo4j_server(log_path)
     except (OSError, RuntimeError) as exc:
-        _neo4j_unavailable(str(exc))
+        missing_requirement(f"Neo4j server unavailable: {exc}")
         return
     try:
         yield uri
@@ -118,7 +120,7 @@ def neo4j_store(neo4j_server_uri: str) -> Iterator[GraphStore]:
         store.wipe()
     except StoreError as exc:
         store.close()
-        _neo4j_unavailable(str(exc))
+        missing_requirement(f"Neo4j server unavailable: {exc}")
     try:
         yield store
     finally:

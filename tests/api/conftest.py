@@ -18,6 +18,7 @@ import pytest
 
 from api import Settings, create_app, uvicorn_config
 from api.security import KeyStore
+from tests.conftest import missing_requirement
 
 EXTERNAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "external"
 SYNTHEA = EXTERNAL / "synthea-fhir"
@@ -106,7 +107,7 @@ def bundle_path() -> Path:
     """The smallest external Synthea bundle (one patient)."""
     files = sorted(SYNTHEA.glob("*.json"), key=lambda p: p.stat().st_size)
     if not files:
-        pytest.skip(f"external Synthea data not found under {SYNTHEA}")
+        missing_requirement(f"external Synthea data not found under {SYNTHEA}")
     return files[0]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from graph.store.sqlite import SQLiteStore
+from tests.conftest import missing_requirement
 
 EXTERNAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "external"
 
@@ -16,7 +17,7 @@ EXTERNAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ext
 def external_dir() -> Path:
     """``../shared/data/external`` (the third-party test records); skips when it is absent."""
     if not (EXTERNAL / "synthea-fhir").is_dir():
-        pytest.skip(f"external test data not found at {EXTERNAL.resolve()}")
+        missing_requirement(f"external test data not found at {EXTERNAL.resolve()}")
     return EXTERNAL.resolve()
 
 
