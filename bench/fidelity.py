@@ -8,7 +8,9 @@ Synthetic mode: generate (or reuse) a cohort, ingest it into a temporary embedde
 hold out 20% of patients, train the twin on the rest, and score forecasts from random
 origins of the held-out patients against the generator's noise-free trajectories at
 30/90/180/365 days, under the treatments the patients actually received (the same inputs
-for the twin and the GRU baseline). Also: 90% interval coverage of the observed future lab
+for the twin and the GRU baseline). The row ``oracle_known_patient`` is the generator's own
+forecast from the true parameters and state at the origin, without the disturbances still to
+come: the floor under every forecaster. Also: 90% interval coverage of the observed future lab
 values, and the C-index of the 1-year event risk. Prints tables, writes
 ``bench/results/fidelity.json`` (or ``fidelity-external.json``).
 """
@@ -152,6 +154,8 @@ def evaluate(ens: TwinEnsemble, test_ex: list[Example], records: dict[str, Any],
                 if gru is not None:
                     gg = int(np.argmin(np.abs(grid.numpy() - t)))
                     vs_obs.add("gru", codes[j], h, float(gmean[b, gg, j] * sd[j] + mu[j]) - y)
+    if truths is not None:
+        known_patient_floor(test_ex, truths, codes, vs_truth)
     risk = np.concatenate(risks) if risks else np.zeros((0, 0))
     et, ef = (np.concatenate(ev_t), np.concatenate(ev_f)) if ev_t else (np.zeros((0, 0)), np.zeros((0, 0)))
     cidx = {k: {"c_index": cindex(risk[:, i], et[:, i], ef[:, i]), "events": int(ef[:, i].sum())}
@@ -165,6 +169,29 @@ def evaluate(ens: TwinEnsemble, test_ex: list[Example], records: dict[str, Any],
         "n_test_examples": len(test_ex),
         "share_with": {k: float(np.mean(v)) if v else 0.0 for k, v in has_mod.items()},
     }
+
+
+def known_patient_floor(test_ex: list[Example], truths: dict[str, dict], codes: list[str], scores: Scores) -> None:
+    """Score the generator's own forecast from the true parameters and state at each origin,
+    with the disturbances still to come unknown (set to their mean, zero), under the factual
+    treatments: the error no forecaster working from records can go below."""
+    from twin.synthetic import Plan, simulate
+    from twin.synthetic.truth import PatientTruth
+
+    pats, starts = [], []
+    for ex in test_ex:
+        tr = truths[ex.patient_id]
+        pats.append(PatientTruth.from_json(tr))
+        starts.append(int(math.floor(days_between(parse_fhir_time(tr["start_date"]), ex.t0))))
+    if not pats:
+        return
+    res = simulate(pats, Plan.factual(), max(HORIZONS), origin=starts, future_disturbances=False)
+    for i, ex in enumerate(test_ex):
+        for h in HORIZONS:
+            for c in codes:
+                y = _truth_at(truths[ex.patient_id], c, starts[i] + h)
+                if y is not None and c in res.labs:
+                    scores.add("oracle_known_patient", c, h, float(res.labs[c][i, h]) - y)
 
 
 def summarise(table: dict[str, Any], codes: list[str], norms: Any) -> dict[str, Any]:
@@ -190,6 +217,11 @@ def summarise(table: dict[str, Any], codes: list[str], norms: Any) -> dict[str, 
     best_mean = min((ms[m]["180"] for m in baselines if ms[m]["180"] is not None), default=None)
     if best_mean and ms.get("twin", {}).get("180") is not None:
         out["mean_improvement_180"] = 1.0 - ms["twin"]["180"] / best_mean
+        floor = ms.get("oracle_known_patient", {}).get("180")
+        if floor is not None and best_mean > floor:
+            # how much of the error a forecaster could still remove the twin removes
+            out["floor_180"] = floor
+            out["twin_share_of_reducible_gap_180"] = (best_mean - ms["twin"]["180"]) / (best_mean - floor)
     return out
 
 
@@ -318,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             imp = res["summary_" + key].get("mean_improvement_180")
             if imp is not None:
                 print(f"twin vs best baseline, mean standardised RMSE at 180 d ({key}): {imp:+.1%}")
+            gap = res["summary_" + key].get("twin_share_of_reducible_gap_180")
+            if gap is not None:
+                print(f"known-patient floor at 180 d: {res['summary_' + key]['floor_180']:.3f}; the twin removes "
+                      f"{gap:.0%} of the best baseline's error above it")
     print(f"\n90% interval coverage: {res['coverage90']}  (n={res['coverage_n']})")
     print(f"event C-index at 1 year: {res['event_c_index_1y']}")
     print(f"seconds: {json.dumps({k: round(v, 1) for k, v in res['seconds'].items()})}; "

@@ -48,6 +48,22 @@ def test_replay_from_later_origin_matches_history(truths: list[PatientTruth]) ->
     np.testing.assert_array_equal(late.labs[HBA1C][0], full.labs[HBA1C][0, 300:401])
 
 
+def test_without_future_disturbances_the_replay_is_the_known_patient_forecast(truths: list[PatientTruth]) -> None:
+    t = truths[0]
+    origin = 200
+    real = simulate(t, Plan.factual(), 300, origin=origin)
+    calm = simulate(t, Plan.factual(), 300, origin=origin, future_disturbances=False)
+    # the same state at the origin, then the disturbances only decay
+    assert real.labs[SBP][0, 0] == calm.labs[SBP][0, 0]
+    assert not np.array_equal(real.labs[SBP][0], calm.labs[SBP][0])
+    assert np.std(np.diff(calm.labs[SBP][0, 100:])) < 0.2 * np.std(np.diff(real.labs[SBP][0, 100:]))
+    # the future no longer depends on the disturbance seed: it is the same for another seed
+    other = PatientTruth.from_json({**t.to_json(), "noise_seed": t.noise_seed + 1})
+    calm0 = simulate([t, other], Plan.factual(), 300, origin=0, future_disturbances=False)
+    np.testing.assert_array_equal(calm0.labs[SBP][0], calm0.labs[SBP][1])
+    assert real.labs[LDL][0, -1] == calm.labs[LDL][0, -1]  # LDL has no disturbance
+
+
 def test_different_plan_diverges_only_after_it_differs(truths: list[PatientTruth]) -> None:
     untreated = [t for t in truths if not any(s["drug"] == ATORVASTATIN for s in t.treatments)][:10]
     origin, start = 200, 50

@@ -140,6 +140,7 @@ def simulate(
     noise: bool = False,
     seed: int | None = None,
     every: int = 1,
+    future_disturbances: bool = True,
 ) -> SimulationResult:
     """Replay (patient, plan) pairs from ``origin`` for ``horizon_days`` days, all in one batch.
 
@@ -151,6 +152,10 @@ def simulate(
         noise: also return noisy measurements (the generator's noise model) in ``noisy``.
         seed: seed of the measurement noise.
         every: return every ``every``-th day only.
+        future_disturbances: with False, the disturbance innovations from the origin on are
+            zero, so ``uA``/``uS`` decay from their values at the origin: the forecast of
+            someone who knows the patient's parameters and state at the origin but not the
+            disturbances still to come (the floor of any forecaster's error).
 
     Raises:
         TwinError: unknown drug, bad horizon/origin, mismatched sequence lengths.
@@ -185,6 +190,8 @@ def simulate(
     out_days = np.arange(0, horizon_days + 1, every)
     last = int(origins.max()) + horizon_days
     eps = innovations(np.array([p.noise_seed for p in pats]), last + 1)  # type: ignore[attr-defined]
+    if not future_disturbances:
+        eps[np.arange(last + 1)[None, :] >= origins[:, None]] = 0.0
     keys = list(LABS)
     labs = {k_: np.full((n, len(out_days)), np.nan) for k_ in keys}
     hidden = {"egfr_struct": np.full((n, len(out_days)), np.nan)}
