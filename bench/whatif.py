@@ -17,8 +17,9 @@ the same plans (``twin.synthetic.simulate``):
 
 Usage::
 
-    python bench/whatif.py            # default run (~10 min on 2 cores)
-    python bench/whatif.py --quick    # ~2 min
+    python bench/whatif.py                  # default run: 500 patients per level (~25 min on 2 cores)
+    python bench/whatif.py --patients 200   # ~10 min, a data-starved twin (fewer drug starts to learn from)
+    python bench/whatif.py --quick          # ~2 min
 Writes ``bench/results/whatif.json`` and prints a table.
 """
 
@@ -390,9 +391,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workdir", type=Path, default=None, help="keep cohorts and models here (default: a temp dir)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=None, help="training mini-batch (default: TrainConfig's)")
+    ap.add_argument("--patients", type=int, default=None, help="cohort size per confounding level (500; quick 100)")
     a = ap.parse_args(argv)
     quick = a.quick
-    a.patients = 100 if quick else 200
+    a.patients = a.patients or (100 if quick else 500)
     a.heldout = 25 if quick else 50
     a.years = 2.5
     a.epochs = 8 if quick else 20

@@ -188,7 +188,7 @@ def _train_member(member: int, ens: TwinEnsemble, train_ex: list[Example], val_e
                              nll_beta=cfg.nll_beta)
             loss = out["loss"]
             if cfg.treatment_l1:
-                loss = loss + cfg.treatment_l1 * (model.effect_bias.abs().sum() + model.effect_slope.abs().sum())
+                loss = loss + cfg.treatment_l1 * sum(g.abs().sum() for g in model.gain_parameters())
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

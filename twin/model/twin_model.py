@@ -97,18 +97,23 @@ class TwinModel(nn.Module):
         self.n_labs, self.n_drugs, self.n_events = n_labs, n_drugs, n_events
         self.encoder = HeteroPatientEncoder(dims, n_concepts, n_genes, cfg.hidden, cfg.latent, cfg.static, cfg.layers)
         self.dynamics = LatentDynamics(cfg.latent, n_drugs, cfg.static, n_events, cfg.ode_hidden, cfg.time_unit_days,
-                                       n_labs=n_labs)
+                                       n_labs=n_labs, drugs_in_field=cfg.drugs_in_field)
         self.decoder = LabDecoder(cfg.latent, cfg.static, n_labs, cfg.ode_hidden, cfg.min_logvar, cfg.max_logvar)
         # direct treatment pathway: per (lab, drug) gain b + w * anchor; zero at initialisation,
         # so an untrained model's forecasts come from the latent alone
         self.effect_bias = nn.Parameter(torch.zeros(n_labs, n_drugs))
         self.effect_slope = nn.Parameter(torch.zeros(n_labs, n_drugs))
+        self.effect_ctx = nn.Parameter(torch.zeros(n_labs, n_drugs, cfg.static)) if cfg.effect_context else None
+
+    def gain_parameters(self) -> list[nn.Parameter]:
+        """The direct pathway's gains (L1-penalised in training: most drugs move few labs)."""
+        return [p for p in (self.effect_bias, self.effect_slope, self.effect_ctx) if p is not None]
 
     def treatment_parameters(self) -> list[nn.Parameter]:
         """Parameters of the direct treatment pathway (gains, PK and effect rates, EC50s): few
         and far from their zero/neutral start, so training may give them a larger step."""
         d = self.dynamics
-        return [self.effect_bias, self.effect_slope, d.pk_logit, d.effect_logit, d.ec50_raw]
+        return [*self.gain_parameters(), d.pk_logit, d.effect_logit, d.ec50_raw]
 
     # ---------------------------------------------------------------- encoder
     def encode(self, graphs: Batch, h0: dict[str, Tensor] | None = None) -> Encoded:
@@ -152,7 +157,10 @@ class TwinModel(nn.Module):
         if not n_l or not d:
             return g.new_zeros(b, m, n_l)
         a = enc.anchor * enc.anchor_mask
-        gain = (self.effect_bias + self.effect_slope * a.unsqueeze(-1)).view(b, 1, n_l, d)
+        gain = self.effect_bias + self.effect_slope * a.unsqueeze(-1)
+        if self.effect_ctx is not None:
+            gain = gain + torch.einsum("lds,bs->bld", self.effect_ctx, enc.s)
+        gain = gain.view(b, 1, n_l, d)
         g0 = self.dynamics.effect_state0(enc.dose0).view(b, 1, n_l, d)
         return (gain * (g.view(b, m, n_l, d) - g0)).sum(-1)
 
