@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from graph.ingest import ingest_paths  # noqa: E402
 from graph.store.sqlite import SQLiteStore  # noqa: E402
 from graph.timeutil import days_between, parse_fhir_time  # noqa: E402
-from twin.baselines import lab_history, last_value, linear_trend, seq_example, train_gru  # noqa: E402
+from twin.baselines import lab_history, last_value, linear_trend, seq_example, smoothed_level, train_gru  # noqa: E402
 from twin.features import Example, drop_modalities, load_records  # noqa: E402
 from twin.model.checkpoint import TwinEnsemble  # noqa: E402
 from twin.predict import predict  # noqa: E402
@@ -117,7 +117,8 @@ def evaluate(ens: TwinEnsemble, test_ex: list[Example], records: dict[str, Any],
         for b, ex in enumerate(chunk):
             hist = lab_history(records[ex.patient_id].cut(ex.t0), ex.t0, vocab, norms)
             hq = np.array(HORIZONS, float)
-            base = {"last_value": last_value(hist, hq) * sd + mu, "linear_trend": linear_trend(hist, hq) * sd + mu}
+            base = {"last_value": last_value(hist, hq) * sd + mu, "smoothed_level": smoothed_level(hist, hq) * sd + mu,
+                    "linear_trend": linear_trend(hist, hq) * sd + mu}
             if gru is not None:
                 base["gru"] = np.stack([gmean[b, gi[h]] for h in HORIZONS]) * sd + mu
             has_mod["images"].append(ex.graph["image"].num_nodes > 0)
@@ -150,6 +151,7 @@ def evaluate(ens: TwinEnsemble, test_ex: list[Example], records: dict[str, Any],
                     vs_obs.add(name, codes[j], h, float(pp.mean[b, g, j]) - y)
                 tq = np.array([t], float)
                 vs_obs.add("last_value", codes[j], h, float(last_value(hist, tq)[0, j] * sd[j] + mu[j]) - y)
+                vs_obs.add("smoothed_level", codes[j], h, float(smoothed_level(hist, tq)[0, j] * sd[j] + mu[j]) - y)
                 vs_obs.add("linear_trend", codes[j], h, float(linear_trend(hist, tq)[0, j] * sd[j] + mu[j]) - y)
                 if gru is not None:
                     gg = int(np.argmin(np.abs(grid.numpy() - t)))
@@ -203,7 +205,7 @@ def summarise(table: dict[str, Any], codes: list[str], norms: Any) -> dict[str, 
             v = [cs[c][str(h)]["rmse"] / norms.lab_std[c] for c in codes if c in cs and str(h) in cs[c]]
             out["mean_std_rmse"][m][str(h)] = float(np.mean(v)) if v else None
         out["rmse_180"][m] = {c: cs[c]["180"]["rmse"] for c in codes if c in cs and "180" in cs[c]}
-    baselines = [m for m in ("last_value", "linear_trend", "gru") if m in table]
+    baselines = [m for m in ("last_value", "smoothed_level", "linear_trend", "gru") if m in table]
     imp = {}
     for c in codes:
         vals = {m: out["rmse_180"][m].get(c) for m in baselines if out["rmse_180"][m].get(c) is not None}

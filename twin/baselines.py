@@ -1,6 +1,7 @@
 """Baselines the twin is benchmarked against (same origins, same labels, same units).
 
 * :func:`last_value` - last observation carried forward;
+* :func:`smoothed_level` - recency-weighted mean of the lab's values carried forward;
 * :func:`linear_trend` - per-patient least-squares line through the lab's recent history;
 * :class:`GRUForecaster` - a sequence model over the lab series with the same treatment
   inputs as the twin but no graph: a GRU encodes past visits (values, masks, gaps, doses),
@@ -25,7 +26,7 @@ from twin.features import Example, PatientRecords, Targets, actions_from_records
 from twin.vocab import Normalisers, Vocabulary
 
 __all__ = ["GRUForecaster", "LabHistory", "SeqExample", "lab_history", "last_value", "linear_trend",
-           "seq_example", "train_gru"]
+           "seq_example", "smoothed_level", "train_gru"]
 
 
 @dataclass
@@ -55,6 +56,17 @@ def last_value(h: LabHistory, t_query: np.ndarray) -> np.ndarray:
     out = np.zeros((len(t_query), len(h.values)))
     for j, v in enumerate(h.values):
         out[:, j] = v[-1] if len(v) else 0.0
+    return out
+
+
+def smoothed_level(h: LabHistory, t_query: np.ndarray, tau_days: float = 365.0) -> np.ndarray:
+    """``[Q, L]`` forecasts: the recency-weighted mean of each lab's values (weights
+    ``exp(-age / tau_days)``) carried forward; 0 = cohort mean when never measured."""
+    out = np.zeros((len(t_query), len(h.values)))
+    for j, (d, v) in enumerate(zip(h.days, h.values)):
+        if len(v):
+            w = np.exp(np.minimum(d, 0.0) / tau_days)
+            out[:, j] = float((w * v).sum() / w.sum())
     return out
 
 

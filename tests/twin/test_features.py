@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import timedelta
 from pathlib import Path
@@ -13,8 +14,10 @@ import torch
 from graph.errors import TwinError
 from graph.schema import NodeType
 from graph.store.sqlite import SQLiteStore
+from graph.timeutil import days_between
 from twin.features import (DoseAction, FeatureSpec, actions_from_records, build_example, build_graph, change_origins,
                            choose_origins, collate, dose_schedule, drop_modalities, edge_types, load_records, node_dims)
+from twin.features.hetero import LEVEL_DAYS, TREND_DAYS
 from twin.vocab import Normalisers, Vocabulary, build_vocabulary
 
 EXTERNAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "external" / "synthea-fhir"
@@ -74,6 +77,19 @@ def test_graph_shapes_and_anchor(cohort) -> None:
     j = spec.vocab.target("T1")
     assert g["patient"].anchor[0, j].item() == pytest.approx(spec.norms.lab("T1", last_t1.value), rel=1e-5)
     assert g["patient"].anchor_mask[0, j].item() == 1.0
+    # level: the exp(-age / LEVEL_DAYS)-weighted mean of every T1 value so far; n_obs its log-count
+    past = [n for n in rec.nodes if n.type is NodeType.LAB and n.code == "T1" and n.time <= t0]
+    w = np.array([math.exp(-days_between(n.time, t0) / LEVEL_DAYS) for n in past])
+    v = np.array([spec.norms.lab("T1", n.value) for n in past])
+    assert len(past) >= 2 and g["patient"].level[0, j].item() == pytest.approx(float((w * v).sum() / w.sum()), rel=1e-4)
+    assert g["patient"].n_obs[0, j].item() == pytest.approx(math.log1p(len(past)), rel=1e-5)
+    # trend: least-squares slope (per year) of the last TREND_DAYS of values, a patient feature
+    n_t = spec.vocab.n_targets
+    recent = [n for n in past if days_between(n.time, t0) <= TREND_DAYS]
+    x = np.array([-days_between(n.time, t0) / 365.0 for n in recent])
+    y = np.array([spec.norms.lab("T1", n.value) for n in recent])
+    expect = float(np.clip(np.polyfit(x, y, 1)[0], -3, 3)) if len(x) >= 3 and np.ptp(x) * 365 >= 90 else 0.0
+    assert expect != 0.0 and g["patient"].x[0, 4 + 5 * n_t + j].item() == pytest.approx(expect, rel=1e-4)
     # every lab node time encoding is at or before the origin (dt/365 <= 0)
     assert (g["lab"].x[:, 1] <= 0).all()
 

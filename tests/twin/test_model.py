@@ -167,24 +167,3 @@ def test_direct_treatment_pathway_acts_with_lag_and_saturation(setup) -> None:
     assert 0 < -float(diff[0, 1, 0]) < 0.5 * full  # lagged: well short of the full effect after a week
     assert torch.allclose(diff[:, -1, 0], torch.full((p,), -full), atol=1e-3)  # saturating Emax response
 
-
-def test_pathway_options_drugs_outside_the_field_and_context_gains(setup) -> None:
-    """Without ``drugs_in_field`` the latent ignores the doses (treatments act only through the
-    direct pathway); with ``effect_context`` a drug's gain differs between patients."""
-    _, spec, _, graphs = setup
-    torch.manual_seed(2)
-    m = TwinEnsemble.build_member(ModelConfig(drugs_in_field=False, effect_context=True), spec).eval()
-    _randomise_vector_field(m)
-    with torch.no_grad():
-        torch.nn.init.normal_(m.effect_ctx, std=0.5)
-    p, d = len(graphs), spec.vocab.n_drugs
-    doses = torch.zeros(2 * p, 200, d)
-    doses[1::2, :, 0] = 1.0
-    t = torch.tensor([0.0, 30.0, 180.0])
-    with torch.no_grad():
-        ro = m.rollout(Batch.from_data_list(graphs), doses, t)
-    assert torch.allclose(ro.z[0::2], ro.z[1::2])  # the latent path is blind to the drug
-    diff = ro.mean[1::2, -1] - ro.mean[0::2, -1]  # [P, L]
-    assert diff.abs().max() > 1e-3
-    assert not torch.allclose(diff[0], diff[1], atol=1e-4)  # patient-specific gains
-    assert len(m.gain_parameters()) == 3 and m.effect_ctx is not None

@@ -51,6 +51,8 @@ EVENT_NODE_TYPES: dict[NodeType, str] = {
     NodeType.VARIANT: "variant",
 }
 TIME_DIMS = 4
+LEVEL_DAYS = 365.0  # recency weighting of a lab's level (data["patient"].level)
+TREND_DAYS = 730.0  # window of a lab's trend (a patient-node feature)
 ImageEmbedder = Callable[[Node], "np.ndarray | None"]
 
 
@@ -69,7 +71,7 @@ def node_dims(spec: FeatureSpec) -> dict[str, int]:
     """Feature width of each HeteroData node type."""
     n_t, n_d = spec.vocab.n_targets, spec.vocab.n_drugs
     return {
-        "patient": 4 + 3 * n_t + n_d,
+        "patient": 4 + 6 * n_t + n_d,
         "lab": 2 + TIME_DIMS,
         "condition": 1 + TIME_DIMS,
         "medication": 2 + TIME_DIMS,
@@ -100,6 +102,24 @@ def _recent(nodes: list[Node], k: int) -> list[Node]:
     return nodes[-k:] if len(nodes) > k else nodes
 
 
+def _trends(labs: list[Node], t0: datetime, vocab: Vocabulary, norms: Normalisers) -> np.ndarray:
+    """Least-squares slope of each target lab (standardised units per year) over its values of
+    the last ``TREND_DAYS``; 0 with fewer than 3 values or under 90 days between them. Clipped
+    to +-3: a feature for the encoder, which learns how far to trust it."""
+    pts: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for n in labs:
+        j = vocab.target(n.code)
+        age_d = days_between(n.time, t0)  # type: ignore[arg-type]
+        if j is not None and age_d <= TREND_DAYS:
+            pts[j].append((-age_d / 365.0, norms.lab(n.code or "", float(n.value))))  # type: ignore[arg-type]
+    out = np.zeros(vocab.n_targets, np.float32)
+    for j, xy in pts.items():
+        x, y = np.array(xy).T
+        if len(x) >= 3 and (x.max() - x.min()) * 365.0 >= 90.0:
+            out[j] = float(np.clip(np.polyfit(x, y, 1)[0], -3.0, 3.0))
+    return out
+
+
 def build_graph(
     records: PatientRecords,
     t0: datetime,
@@ -110,8 +130,11 @@ def build_graph(
 
     Every node type carries ``node_id`` (graph node ids, for explanations). Extra attributes on
     ``data["patient"]``: ``anchor``/``anchor_mask`` ``[1, n_targets]``
-    (last standardised value of each target lab and whether one exists) and ``dose0``
-    ``[1, n_drugs]`` (current daily doses). Raises :class:`TwinError` for records not cut at t0.
+    (last standardised value of each target lab and whether one exists), ``level``
+    ``[1, n_targets]`` (the recency-weighted mean of the lab's values, weights
+    ``exp(-age / LEVEL_DAYS)``: a less noisy level than the last value), ``n_obs``
+    ``[1, n_targets]`` (``log1p`` of the number of values) and ``dose0`` ``[1, n_drugs]``
+    (current daily doses). Raises :class:`TwinError` for records not cut at t0.
     """
     if records.as_of is None or records.as_of > t0:
         raise TwinError(f"features for patient {records.patient_id} need records cut at the origin {t0} "
@@ -139,21 +162,33 @@ def build_graph(
     anchor = np.zeros(n_t, np.float32)
     amask = np.zeros(n_t, np.float32)
     recency = np.zeros(n_t, np.float32)
+    wsum, wval, count = np.zeros(n_t), np.zeros(n_t), np.zeros(n_t, np.float32)
     for n in labs:
         j = vocab.target(n.code)
         if j is not None:
-            anchor[j] = norms.lab(n.code or "", float(n.value))  # type: ignore[arg-type]
+            v = norms.lab(n.code or "", float(n.value))  # type: ignore[arg-type]
+            age_d = max(days_between(n.time, t0), 0.0)  # type: ignore[arg-type]
+            anchor[j] = v
             amask[j] = 1.0
-            recency[j] = math.exp(-max(days_between(n.time, t0), 0.0) / 180.0)  # type: ignore[arg-type]
+            recency[j] = math.exp(-age_d / 180.0)
+            w = math.exp(-age_d / LEVEL_DAYS)
+            wsum[j] += w
+            wval[j] += w * v
+            count[j] += 1.0
+    level = np.divide(wval, wsum, out=np.zeros(n_t), where=wsum > 0).astype(np.float32)
+    n_obs = np.log1p(count).astype(np.float32)
+    trend = _trends(labs, t0, vocab, norms)
     dose0 = dose_schedule(actions_from_records(records, t0, vocab), vocab, norms, 1, strict=False)[0].numpy()
     px = np.concatenate([
         np.array([((age if age is not None else norms.age_mean) - norms.age_mean) / norms.age_std,
                   float(sex == "male"), float(sex == "female"), math.log1p(len(records.nodes)) / 5.0], np.float32),
-        anchor, amask, recency, dose0,
+        anchor, amask, recency, level, n_obs, trend, dose0,
     ])
     data["patient"].x = torch.from_numpy(px).view(1, -1)
     data["patient"].anchor = torch.from_numpy(anchor).view(1, -1)
     data["patient"].anchor_mask = torch.from_numpy(amask).view(1, -1)
+    data["patient"].level = torch.from_numpy(level).view(1, -1)
+    data["patient"].n_obs = torch.from_numpy(n_obs).view(1, -1)
     data["patient"].dose0 = torch.from_numpy(dose0.astype(np.float32)).view(1, -1)
     data["patient"].node_id = [patient.id if patient is not None else f"Patient/{records.patient_id}"]
 

@@ -24,7 +24,7 @@ from twin.vocab import Normalisers, Vocabulary
 
 __all__ = ["CHECKPOINT_FORMAT", "TwinEnsemble"]
 
-CHECKPOINT_FORMAT = "patient-twin/model@1"
+CHECKPOINT_FORMAT = "patient-twin/model@2"  # @2: lab levels, counts and trends in the features
 
 
 @dataclass

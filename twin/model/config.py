@@ -13,10 +13,7 @@ class ModelConfig:
     """Sizes of the encoder, latent dynamics and decoders.
 
     ``step_days`` is the step of the fixed-grid ODE solver ``solver``; ``time_unit_days`` the model's time
-    unit (rates such as the PK elimination and hazards are per unit). With ``drugs_in_field``
-    the latent vector field also sees the drugs' responses; without it treatments reach the labs
-    only through the direct (lab, drug) pathway. With ``effect_context`` the direct pathway's
-    gains also depend on the patient's static context (genotype, kidney function, ...).
+    unit (rates such as the PK elimination and hazards are per unit).
     """
 
     hidden: int = 32
@@ -29,8 +26,6 @@ class ModelConfig:
     time_unit_days: float = 30.0
     min_logvar: float = -7.0
     max_logvar: float = 3.0
-    drugs_in_field: bool = True
-    effect_context: bool = False
 
     def __post_init__(self) -> None:
         for name in ("hidden", "latent", "static", "layers", "ode_hidden"):

@@ -42,12 +42,11 @@ class LatentDynamics(nn.Module):
     """
 
     def __init__(self, latent: int, n_drugs: int, static: int, n_events: int, hidden: int,
-                 time_unit_days: float, n_labs: int = 0, drugs_in_field: bool = True) -> None:
+                 time_unit_days: float, n_labs: int = 0) -> None:
         super().__init__()
         self.latent, self.n_drugs, self.n_events, self.n_labs = latent, n_drugs, n_events, n_labs
-        self.time_unit_days, self.drugs_in_field = time_unit_days, drugs_in_field
-        n_in = latent + (n_drugs if drugs_in_field else 0) + static
-        self.f = nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(),
+        self.time_unit_days = time_unit_days
+        self.f = nn.Sequential(nn.Linear(latent + n_drugs + static, hidden), nn.Tanh(),
                                nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, latent))
         nn.init.zeros_(self.f[-1].weight)
         nn.init.zeros_(self.f[-1].bias)
@@ -103,7 +102,7 @@ class LatentDynamics(nn.Module):
         u = self._doses[:, day]
         z, e = y[:, : self.latent], y[:, self.latent: self.latent + self.n_drugs]
         r = self.response(e)
-        dz = self.f(torch.cat([z, r, self._static] if self.drugs_in_field else [z, self._static], dim=-1))
+        dz = self.f(torch.cat([z, r, self._static], dim=-1))
         de = self.pk_rate * (u - e)
         dlam = self.hazard_rate(z, self._static)
         if not self.n_labs:

@@ -21,13 +21,16 @@ __all__ = ["Encoded", "Rollout", "TwinModel", "interpolate_states"]
 @dataclass
 class Encoded:
     """Encoder output per graph: posterior ``mu``/``logvar`` ``[B, latent]``, static ``s``,
-    lab anchors ``anchor``/``anchor_mask`` ``[B, L]`` and current doses ``dose0`` ``[B, D]``."""
+    lab anchors ``anchor``/``anchor_mask``, recency-weighted levels ``level`` and value counts
+    ``n_obs`` ``[B, L]`` and current doses ``dose0`` ``[B, D]``."""
 
     mu: Tensor
     logvar: Tensor
     s: Tensor
     anchor: Tensor
     anchor_mask: Tensor
+    level: Tensor
+    n_obs: Tensor
     dose0: Tensor
 
     def repeat(self, k: int) -> Encoded:
@@ -35,7 +38,7 @@ class Encoded:
         if k == 1:
             return self
         return Encoded(*(getattr(self, f).repeat_interleave(k, dim=0)
-                         for f in ("mu", "logvar", "s", "anchor", "anchor_mask", "dose0")))
+                         for f in ("mu", "logvar", "s", "anchor", "anchor_mask", "level", "n_obs", "dose0")))
 
 
 @dataclass
@@ -97,17 +100,16 @@ class TwinModel(nn.Module):
         self.n_labs, self.n_drugs, self.n_events = n_labs, n_drugs, n_events
         self.encoder = HeteroPatientEncoder(dims, n_concepts, n_genes, cfg.hidden, cfg.latent, cfg.static, cfg.layers)
         self.dynamics = LatentDynamics(cfg.latent, n_drugs, cfg.static, n_events, cfg.ode_hidden, cfg.time_unit_days,
-                                       n_labs=n_labs, drugs_in_field=cfg.drugs_in_field)
+                                       n_labs=n_labs)
         self.decoder = LabDecoder(cfg.latent, cfg.static, n_labs, cfg.ode_hidden, cfg.min_logvar, cfg.max_logvar)
         # direct treatment pathway: per (lab, drug) gain b + w * anchor; zero at initialisation,
         # so an untrained model's forecasts come from the latent alone
         self.effect_bias = nn.Parameter(torch.zeros(n_labs, n_drugs))
         self.effect_slope = nn.Parameter(torch.zeros(n_labs, n_drugs))
-        self.effect_ctx = nn.Parameter(torch.zeros(n_labs, n_drugs, cfg.static)) if cfg.effect_context else None
 
     def gain_parameters(self) -> list[nn.Parameter]:
         """The direct pathway's gains (L1-penalised in training: most drugs move few labs)."""
-        return [p for p in (self.effect_bias, self.effect_slope, self.effect_ctx) if p is not None]
+        return [self.effect_bias, self.effect_slope]
 
     def treatment_parameters(self) -> list[nn.Parameter]:
         """Parameters of the direct treatment pathway (gains, PK and effect rates, EC50s): few
@@ -121,7 +123,7 @@ class TwinModel(nn.Module):
         h = self.encoder.embed(graphs) if h0 is None else h0
         mu, logvar, s = self.encoder.propagate(h, graphs)
         p = graphs["patient"]
-        return Encoded(mu, logvar, s, p.anchor, p.anchor_mask, p.dose0)
+        return Encoded(mu, logvar, s, p.anchor, p.anchor_mask, p.level, p.n_obs, p.dose0)
 
     # ---------------------------------------------------------------- solve
     def _grid(self, horizon_days: float, device: torch.device) -> Tensor:
@@ -146,7 +148,8 @@ class TwinModel(nn.Module):
                         states[..., lat + d + k:])
         m = states.shape[1]
         rep = lambda x: x.unsqueeze(1).expand(-1, m, -1)  # noqa: E731
-        mean, logvar = self.decoder(z, rep(enc.s), rep(enc.anchor), rep(enc.anchor_mask))
+        mean, logvar = self.decoder(z, rep(enc.s), rep(enc.anchor), rep(enc.anchor_mask), rep(enc.level),
+                                    rep(enc.n_obs))
         return mean + self.treatment_effect(enc, g), logvar, lam, z, e
 
     def treatment_effect(self, enc: Encoded, g: Tensor) -> Tensor:
@@ -157,10 +160,7 @@ class TwinModel(nn.Module):
         if not n_l or not d:
             return g.new_zeros(b, m, n_l)
         a = enc.anchor * enc.anchor_mask
-        gain = self.effect_bias + self.effect_slope * a.unsqueeze(-1)
-        if self.effect_ctx is not None:
-            gain = gain + torch.einsum("lds,bs->bld", self.effect_ctx, enc.s)
-        gain = gain.view(b, 1, n_l, d)
+        gain = (self.effect_bias + self.effect_slope * a.unsqueeze(-1)).view(b, 1, n_l, d)
         g0 = self.dynamics.effect_state0(enc.dose0).view(b, 1, n_l, d)
         return (gain * (g.view(b, m, n_l, d) - g0)).sum(-1)
 
