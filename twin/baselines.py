@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from graph.schema import NodeType
 from graph.timeutil import days_between
 from twin.features import Example, PatientRecords, Targets, actions_from_records, dose_schedule
+from twin.features.hetero import LEVEL_DAYS
 from twin.vocab import Normalisers, Vocabulary
 
 __all__ = ["GRUForecaster", "LabHistory", "SeqExample", "lab_history", "last_value", "linear_trend",
@@ -59,9 +60,10 @@ def last_value(h: LabHistory, t_query: np.ndarray) -> np.ndarray:
     return out
 
 
-def smoothed_level(h: LabHistory, t_query: np.ndarray, tau_days: float = 365.0) -> np.ndarray:
+def smoothed_level(h: LabHistory, t_query: np.ndarray, tau_days: float = LEVEL_DAYS) -> np.ndarray:
     """``[Q, L]`` forecasts: the recency-weighted mean of each lab's values (weights
-    ``exp(-age / tau_days)``) carried forward; 0 = cohort mean when never measured."""
+    ``exp(-age / tau_days)``) carried forward, by default the twin's ``level`` feature;
+    0 = cohort mean when never measured."""
     out = np.zeros((len(t_query), len(h.values)))
     for j, (d, v) in enumerate(zip(h.days, h.values)):
         if len(v):
