@@ -69,7 +69,7 @@ class TrainConfig:
     drop_image_p: float = 0.2
     drop_variant_p: float = 0.2
     image_epochs: int = 30
-    image_dim: int = 8
+    image_dim: int = 8  # autoencoder code size (embeddings add 8 first-order image statistics)
     seed: int = 0
     device: str = "cpu"
     threads: int | None = 1  # tiny per-op work: extra CPU threads mostly add synchronisation
@@ -245,12 +245,12 @@ def train(store: GraphStore, cfg: TrainConfig, out: str | Path,
     train_rec = [load_records(store, p) for p in tqdm(train_ids, desc="read", disable=not cfg.progress, leave=False)]
     val_rec = [load_records(store, p) for p in val_ids]
     vocab, norms = build_vocabulary(train_rec)
-    spec = FeatureSpec(vocab, norms, image_dim=cfg.image_dim)
     report_progress(0.05, "building features")
 
     images = sorted({str(p) for r in train_rec for n in r.nodes if n.type is NodeType.IMAGE
                      if (p := image_path(n)) is not None and p.exists()})
     image_enc = ImageEncoder(cfg.image_dim)
+    spec = FeatureSpec(vocab, norms, image_dim=image_enc.dim)
     ae_mse = image_enc.fit([Path(p) for p in images], epochs=cfg.image_epochs, seed=cfg.seed) if images else float("nan")
 
     train_ex = build_examples(train_rec, spec, cfg.origins_per_patient, cfg.horizon_days, cfg.seed, image_enc,

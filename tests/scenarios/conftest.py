@@ -52,7 +52,7 @@ def toy_twins(toy_dir: Path) -> Iterator[list[Twin]]:
         torch.nn.init.normal_(m.dynamics.f[-1].weight, std=0.3)
         m.eval()
         members.append(m)
-    ens = TwinEnsemble(members, spec, ImageEncoder(spec.image_dim), cfg)
+    ens = TwinEnsemble(members, spec, ImageEncoder(), cfg)
     ens.save(toy_dir / "model.pt")
     t0 = toy.START + timedelta(days=700)
     yield [Twin.load(store, r.patient_id, ens, as_of=t0) for r in recs]

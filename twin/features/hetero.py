@@ -62,7 +62,7 @@ class FeatureSpec:
 
     vocab: Vocabulary
     norms: Normalisers
-    image_dim: int = 8
+    image_dim: int = 16  # ImageEncoder().dim: an 8-number autoencoder code + 8 first-order statistics
     max_per_type: int = 48
     max_labs: int = 160
 

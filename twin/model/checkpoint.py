@@ -24,7 +24,7 @@ from twin.vocab import Normalisers, Vocabulary
 
 __all__ = ["CHECKPOINT_FORMAT", "TwinEnsemble"]
 
-CHECKPOINT_FORMAT = "patient-twin/model@2"  # @2: lab levels, counts and trends in the features
+CHECKPOINT_FORMAT = "patient-twin/model@3"  # @2: lab levels, counts, trends; @3: first-order image statistics
 
 
 @dataclass
