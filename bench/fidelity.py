@@ -10,7 +10,14 @@ origins of the held-out patients against the generator's noise-free trajectories
 30/90/180/365 days, under the treatments the patients actually received (the same inputs
 for the twin and the GRU baseline). The row ``oracle_known_patient`` is the generator's own
 forecast from the true parameters and state at the origin, without the disturbances still to
-come: the floor under every forecaster. Also: 90% interval coverage of the observed future lab
+come: the floor under every forecaster. ``records_bound`` goes one step closer to what records
+allow: a forecaster that knows everything about the patient (drug responses, doses, past and
+future disturbance paths up to the origin, the exact kidney state at each past image) except
+the 12 random effects of :data:`twin.synthetic.physiology.RANDOM_EFFECT_SD`, which it
+estimates from the patient's noisy past lab values with their true prior (linear-Gaussian
+posterior, Jacobians by finite differences of the generator): its expected RMSE is, up to
+that linearisation, a lower bound for any forecaster that reads records, and its margin over
+the best baseline the most any forecaster can claim. Also: 90% interval coverage of the observed future lab
 values, and the C-index of the 1-year event risk. Prints tables, writes
 ``bench/results/fidelity.json`` (or ``fidelity-external.json``).
 """
@@ -18,6 +25,7 @@ values, and the C-index of the 1-year event risk. Prints tables, writes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -35,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from graph.ingest import ingest_paths  # noqa: E402
+from graph.schema import NodeType  # noqa: E402
 from graph.store.sqlite import SQLiteStore  # noqa: E402
 from graph.timeutil import days_between, parse_fhir_time  # noqa: E402
 from twin.baselines import lab_history, last_value, linear_trend, seq_example, smoothed_level, train_gru  # noqa: E402
@@ -156,14 +165,17 @@ def evaluate(ens: TwinEnsemble, test_ex: list[Example], records: dict[str, Any],
                 if gru is not None:
                     gg = int(np.argmin(np.abs(grid.numpy() - t)))
                     vs_obs.add("gru", codes[j], h, float(gmean[b, gg, j] * sd[j] + mu[j]) - y)
+    bound = None
     if truths is not None:
-        known_patient_floor(test_ex, truths, codes, vs_truth)
+        known = known_patient_floor(test_ex, truths, codes, vs_truth)
+        bound = records_bound(test_ex, truths, records, codes, known)
     risk = np.concatenate(risks) if risks else np.zeros((0, 0))
     et, ef = (np.concatenate(ev_t), np.concatenate(ev_f)) if ev_t else (np.zeros((0, 0)), np.zeros((0, 0)))
     cidx = {k: {"c_index": cindex(risk[:, i], et[:, i], ef[:, i]), "events": int(ef[:, i].sum())}
             for i, k in enumerate(vocab.event_kinds)}
     return {
         "vs_truth": vs_truth.table() if truths is not None else None,
+        "records_bound": bound,
         "vs_observed": vs_obs.table(),
         "coverage90": {k: (float(np.mean(v)) if v else None) for k, v in cover.items()},
         "coverage_n": {k: len(v) for k, v in cover.items()},
@@ -173,27 +185,92 @@ def evaluate(ens: TwinEnsemble, test_ex: list[Example], records: dict[str, Any],
     }
 
 
-def known_patient_floor(test_ex: list[Example], truths: dict[str, dict], codes: list[str], scores: Scores) -> None:
+def known_patient_floor(test_ex: list[Example], truths: dict[str, dict], codes: list[str],
+                        scores: Scores) -> dict[tuple[int, str, int], float]:
     """Score the generator's own forecast from the true parameters and state at each origin,
     with the disturbances still to come unknown (set to their mean, zero), under the factual
-    treatments: the error no forecaster working from records can go below."""
+    treatments: the error no forecaster working from records can go below. Returns the
+    errors by (example index, lab, horizon)."""
     from twin.synthetic import Plan, simulate
     from twin.synthetic.truth import PatientTruth
 
-    pats, starts = [], []
-    for ex in test_ex:
-        tr = truths[ex.patient_id]
-        pats.append(PatientTruth.from_json(tr))
-        starts.append(int(math.floor(days_between(parse_fhir_time(tr["start_date"]), ex.t0))))
+    pats = [PatientTruth.from_json(truths[ex.patient_id]) for ex in test_ex]
+    starts = [_origin_day(truths[ex.patient_id], ex) for ex in test_ex]
+    errors: dict[tuple[int, str, int], float] = {}
     if not pats:
-        return
+        return errors
     res = simulate(pats, Plan.factual(), max(HORIZONS), origin=starts, future_disturbances=False)
     for i, ex in enumerate(test_ex):
         for h in HORIZONS:
             for c in codes:
                 y = _truth_at(truths[ex.patient_id], c, starts[i] + h)
                 if y is not None and c in res.labs:
-                    scores.add("oracle_known_patient", c, h, float(res.labs[c][i, h]) - y)
+                    errors[(i, c, h)] = float(res.labs[c][i, h]) - y
+                    scores.add("oracle_known_patient", c, h, errors[(i, c, h)])
+    return errors
+
+
+def _origin_day(truth: dict[str, Any], ex: Example) -> int:
+    return int(math.floor(days_between(parse_fhir_time(truth["start_date"]), ex.t0)))
+
+
+def records_bound(test_ex: list[Example], truths: dict[str, dict], records: dict[str, Any], codes: list[str],
+                  known_errors: dict[tuple[int, str, int], float]) -> dict[str, dict[str, float]]:
+    """Expected RMSE per lab and horizon of the partial oracle described in the module docstring.
+
+    For each origin: the Jacobian ``J`` of every noise-free value (past observations, past
+    images' structural eGFR, the future targets) with respect to the random effects, by
+    finite differences of the replay; posterior covariance ``(P^-1 + J' R^-1 J)^-1`` with the
+    prior ``P`` and the generator's measurement variances ``R`` (eGFR is left out: it is computed
+    from the same creatinine sample; images count as exact); expected squared error at a target
+    ``j' Cov j`` plus the known-patient floor's squared error there (future disturbances)."""
+    from twin.synthetic import Plan, simulate
+    from twin.synthetic.physiology import LABS, RANDOM_EFFECT_SD
+    from twin.synthetic.truth import PatientTruth
+
+    names = list(RANDOM_EFFECT_SD)
+    step = {k: 0.01 * sd for k, sd in RANDOM_EFFECT_SD.items()}
+    base = [PatientTruth.from_json(truths[ex.patient_id]) for ex in test_ex]
+    starts = [_origin_day(truths[ex.patient_id], ex) for ex in test_ex]
+    if not base:
+        return {}
+    n = len(base)
+    pats = base + [dataclasses.replace(b, params={**b.params, k: b.params[k] + step[k]}) for k in names for b in base]
+    res = simulate(pats, Plan.factual(), max(starts) + max(HORIZONS) + 1, origin=0)
+
+    def jac(series: np.ndarray, i: int, day: float) -> np.ndarray:
+        d = int(math.floor(day))
+        w = day - d
+        at = series[i::n, d] * (1.0 - w) + series[i::n, d + 1] * w  # base, then one row per effect
+        return (at[1:] - at[0]) / np.array([step[k] for k in names])
+
+    spec_of = {s.code: s for s in LABS.values()}
+    prior_prec = np.diag([1.0 / RANDOM_EFFECT_SD[k] ** 2 for k in names])
+    sq: dict[str, dict[int, list[float]]] = {c: {h: [] for h in HORIZONS} for c in codes}
+    for i, ex in enumerate(test_ex):
+        tr = truths[ex.patient_id]
+        rows, var = [], []
+        for o in tr["observations"]:
+            spec = spec_of.get(o["code"])
+            if o["day"] > starts[i] or spec is None or spec.key == "egfr":
+                continue
+            rows.append(jac(res.labs[o["code"]], i, o["day"]))
+            var.append(spec.noise_sd ** 2 + (spec.noise_cv * o["true"]) ** 2 + (10.0 ** -spec.decimals) ** 2 / 12)
+        start = parse_fhir_time(tr["start_date"])
+        for node in records[ex.patient_id].nodes:
+            if node.type is NodeType.IMAGE and node.time is not None and node.time <= ex.t0:
+                rows.append(jac(res.hidden["egfr_struct"], i, max(days_between(start, node.time), 0.0)))
+                var.append(1e-6)
+        jp = np.asarray(rows).reshape(-1, len(names))
+        cov = np.linalg.inv(prior_prec + jp.T @ (jp / np.asarray(var)[:, None]))
+        for c in codes:
+            if c not in res.labs:
+                continue
+            for h in HORIZONS:
+                if (i, c, h) in known_errors:
+                    j = jac(res.labs[c], i, starts[i] + h)
+                    sq[c][h].append(float(j @ cov @ j) + known_errors[(i, c, h)] ** 2)
+    return {c: {str(h): float(np.sqrt(np.mean(v))) for h, v in hs.items() if v} for c, hs in sq.items()}
 
 
 def summarise(table: dict[str, Any], codes: list[str], norms: Any) -> dict[str, Any]:
@@ -227,6 +304,21 @@ def summarise(table: dict[str, Any], codes: list[str], norms: Any) -> dict[str, 
     return out
 
 
+def add_bound_summary(summary: dict[str, Any], bound: dict[str, dict[str, float]], codes: list[str],
+                      norms: Any) -> None:
+    """The records bound's mean standardised RMSE by horizon, the largest margin over the best
+    baseline any forecaster could reach at 180 days, and the share of it the twin reaches."""
+    ms = {str(h): float(np.mean([bound[c][str(h)] / norms.lab_std[c] for c in codes if str(h) in bound.get(c, {})]))
+          for h in HORIZONS}
+    summary["mean_std_rmse"]["records_bound"] = ms
+    summary["rmse_180"]["records_bound"] = {c: bound[c]["180"] for c in codes if "180" in bound.get(c, {})}
+    base = [m for m in ("last_value", "smoothed_level", "linear_trend", "gru") if m in summary["mean_std_rmse"]]
+    best = min(summary["mean_std_rmse"][m]["180"] for m in base)
+    summary["max_improvement_180"] = 1.0 - ms["180"] / best
+    if "mean_improvement_180" in summary:
+        summary["twin_share_of_max_improvement_180"] = summary["mean_improvement_180"] / summary["max_improvement_180"]
+
+
 def print_tables(res: dict[str, Any], codes: list[str], key: str) -> None:
     table = res[key]
     if not table:
@@ -239,8 +331,9 @@ def print_tables(res: dict[str, Any], codes: list[str], key: str) -> None:
     s = res["summary_" + key]["mean_std_rmse"]
     print(f"\nmean standardised RMSE ({key}) by horizon")
     print(f"{'model':18s}" + "".join(f"{h:>9d}d" for h in HORIZONS))
-    for m in models:
-        print(f"{m:18s}" + "".join(f"{(s[m][str(h)] if s[m][str(h)] is not None else float('nan')):10.3f}" for h in HORIZONS))
+    for m in [*models, *(["records_bound"] if "records_bound" in s else [])]:
+        vals = [s[m][str(h)] for h in HORIZONS]
+        print(f"{m:18s}" + "".join(f"{(v if v is not None else float('nan')):10.3f}" for v in vals))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -304,6 +397,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("vs_truth", "vs_observed"):
         if res[key]:
             res["summary_" + key] = summarise(res[key], codes, norms)
+    if res.get("records_bound"):
+        add_bound_summary(res["summary_vs_truth"], res["records_bound"], codes, norms)
     res.update({
         "mode": "external" if args.external else "synthetic", "cohort": cohort_info,
         "n_patients": len(ids), "n_train_patients": len(rest), "n_test_patients": len(test_ids),
@@ -356,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
             if gap is not None:
                 print(f"known-patient floor at 180 d: {res['summary_' + key]['floor_180']:.3f}; the twin removes "
                       f"{gap:.0%} of the best baseline's error above it")
+            top = res["summary_" + key].get("max_improvement_180")
+            if top is not None:
+                print(f"records bound at 180 d: {res['summary_' + key]['mean_std_rmse']['records_bound']['180']:.3f}, "
+                      f"at most {top:+.1%} vs the best baseline for any forecaster reading records; the twin "
+                      f"reaches {res['summary_' + key]['twin_share_of_max_improvement_180']:.0%} of that")
     print(f"\n90% interval coverage: {res['coverage90']}  (n={res['coverage_n']})")
     print(f"event C-index at 1 year: {res['event_c_index_1y']}")
     print(f"seconds: {json.dumps({k: round(v, 1) for k, v in res['seconds'].items()})}; "

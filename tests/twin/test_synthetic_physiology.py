@@ -10,7 +10,7 @@ import pytest
 from twin.synthetic import LABS, Action, Plan, SynthConfig, generate_cohort, load_truth, simulate
 from twin.synthetic.genotype import VARIANTS, variant_index
 from twin.synthetic.images import kidney_features, render_kidney
-from twin.synthetic.physiology import creatinine_from_egfr, egfr_from_creatinine, sample_params
+from twin.synthetic.physiology import RANDOM_EFFECT_SD, creatinine_from_egfr, egfr_from_creatinine, sample_params
 from twin.synthetic.truth import PatientTruth
 
 HBA1C, EGFR, SBP, LDL, K = (LABS[k].code for k in ("hba1c", "egfr", "sbp", "ldl", "potassium"))
@@ -137,3 +137,17 @@ def test_truth_file_holds_params_and_trajectories(truths: list[PatientTruth]) ->
     t = truths[0]
     assert set(t.params) >= {"a0", "s0", "l0", "f0", "exposure", "response"}
     assert set(t.trajectories) >= {"days", HBA1C, EGFR, SBP, LDL, "hazard_death"}
+
+
+def test_random_effect_sds_describe_the_generator() -> None:
+    """RANDOM_EFFECT_SD (the prior of bench/fidelity's records bound) is the spread of each
+    parameter around what age and genotype predict (no variant alleles here)."""
+    p = sample_params(np.random.default_rng(3), np.zeros((40_000, len(VARIANTS)), dtype=np.int64))
+    resid = {"a0": p.a0 - 0.01 * (p.age0 - 60.0), "s0": p.s0 - 0.45 * (p.age0 - 60.0),
+             "f0": p.f0 + 0.9 * (p.age0 - 40.0),
+             "r_a": p.r_a, "r_s": p.r_s, "l0": p.l0, "r_l": p.r_l, "d0": p.d0, "beta_g": p.beta_g, "beta_s": p.beta_s,
+             "k0": p.k0, "dbp_off": p.dbp_off}
+    assert set(resid) == set(RANDOM_EFFECT_SD)
+    for k, v in resid.items():
+        expected = 0.9 if k == "r_a" else 1.0  # r_a's floor at 0.03/year trims its lower tail
+        assert abs(float(np.std(v)) / RANDOM_EFFECT_SD[k] - expected) < 0.03, (k, float(np.std(v)), RANDOM_EFFECT_SD[k])

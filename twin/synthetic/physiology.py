@@ -19,6 +19,7 @@ over one day (exponential Euler), so generation and replay are bit-identical.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -28,6 +29,7 @@ from twin.synthetic.genotype import VARIANTS, variant_index
 
 __all__ = [
     "LABS",
+    "RANDOM_EFFECT_SD",
     "TARGET_LABS",
     "LabSpec",
     "Params",
@@ -138,6 +140,19 @@ class Params:
         return cls(**kw)
 
 
+#: Per-patient random effects of :func:`sample_params` and the standard deviation of each given
+#: the patient's age and genotype (for ``a0``, ``d0``, ``beta_g``, ``beta_s``: of their gamma /
+#: lognormal draws; ``r_a``'s normal draw is then floored, which trims its spread to ~0.054).
+#: What a forecaster must learn about a patient from the records.
+RANDOM_EFFECT_SD: dict[str, float] = {
+    "a0": 0.55 * math.sqrt(2.0), "r_a": 0.06, "s0": 12.0, "r_s": 0.6, "l0": 28.0, "r_l": 1.0, "f0": 13.0,
+    "d0": 0.9 * math.sqrt(math.expm1(0.25) * math.exp(0.25)),
+    "beta_g": 0.8 * math.sqrt(math.expm1(0.09) * math.exp(0.09)),
+    "beta_s": 0.07 * math.sqrt(math.expm1(0.09) * math.exp(0.09)), "k0": 0.25, "dbp_off": 5.0,
+}
+_SD = RANDOM_EFFECT_SD
+
+
 def sample_params(rng: np.random.Generator, genotypes: np.ndarray) -> Params:
     """Draw parameters from demographics, genotype (allele counts) and random effects."""
     n = genotypes.shape[0]
@@ -145,17 +160,17 @@ def sample_params(rng: np.random.Generator, genotypes: np.ndarray) -> Params:
     age0 = rng.uniform(40.0, 80.0, n)
     female = (rng.random(n) < 0.5).astype(float)
     a0 = np.clip(5.0 + rng.gamma(2.0, 0.55, n) + 0.01 * (age0 - 60.0), 4.6, 11.0)
-    r_a = np.maximum(0.03, 0.10 + 0.12 * g["TCF7L2"] + rng.normal(0.0, 0.06, n))
-    s0 = np.clip(122.0 + 0.45 * (age0 - 60.0) + 4.0 * g["AGT"] + rng.normal(0.0, 12.0, n), 95.0, 190.0)
-    r_s = 0.8 + rng.normal(0.0, 0.6, n)
-    l0 = np.clip(118.0 + 14.0 * g["APOE"] - 28.0 * g["PCSK9"] + rng.normal(0.0, 28.0, n), 45.0, 260.0)
-    r_l = 1.0 + rng.normal(0.0, 1.0, n)
-    f0 = np.clip(105.0 - 0.9 * (age0 - 40.0) + rng.normal(0.0, 13.0, n), 18.0, 125.0)
+    r_a = np.maximum(0.03, 0.10 + 0.12 * g["TCF7L2"] + rng.normal(0.0, _SD["r_a"], n))
+    s0 = np.clip(122.0 + 0.45 * (age0 - 60.0) + 4.0 * g["AGT"] + rng.normal(0.0, _SD["s0"], n), 95.0, 190.0)
+    r_s = 0.8 + rng.normal(0.0, _SD["r_s"], n)
+    l0 = np.clip(118.0 + 14.0 * g["APOE"] - 28.0 * g["PCSK9"] + rng.normal(0.0, _SD["l0"], n), 45.0, 260.0)
+    r_l = 1.0 + rng.normal(0.0, _SD["r_l"], n)
+    f0 = np.clip(105.0 - 0.9 * (age0 - 40.0) + rng.normal(0.0, _SD["f0"], n), 18.0, 125.0)
     d0 = rng.lognormal(np.log(0.9), 0.5, n) + 1.8 * g["APOL1"]
     beta_g = 0.8 * rng.lognormal(0.0, 0.3, n)
     beta_s = 0.07 * rng.lognormal(0.0, 0.3, n)
-    k0 = 4.2 + rng.normal(0.0, 0.25, n)
-    dbp_off = rng.normal(0.0, 5.0, n)
+    k0 = 4.2 + rng.normal(0.0, _SD["k0"], n)
+    dbp_off = rng.normal(0.0, _SD["dbp_off"], n)
     exposure = np.ones((n, len(DRUGS)))
     response = np.ones((n, len(DRUGS)))
     exposure[:, ATO] = 1.0 + 0.55 * g["SLCO1B1"]
