@@ -8,7 +8,7 @@ reach it only through these ``Annotated`` aliases, so tests can swap any of them
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -19,7 +19,8 @@ from api.errors import ProblemError
 from api.jobs import JobRunner
 from api.security import ApiKey, KeyStore, RateLimiter
 from api.settings import Settings
-from graph.store.base import GraphStore, NodeQuery
+from graph import GraphStore, NodeQuery
+from service import ModelRegistry
 
 __all__ = [
     "AuditDep",
@@ -45,7 +46,7 @@ class Services:
     audit: AuditLog
     jobs: JobRunner
     limiter: RateLimiter
-    cache: dict[str, Any] = field(default_factory=dict)
+    registry: ModelRegistry
 
 
 def _services(request: Request) -> Services:

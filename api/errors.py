@@ -6,6 +6,7 @@ Domain errors are mapped to HTTP here, in one place:
     RecordError             -> 422  (``record`` names file, resource, field and reason)
     PlanError               -> 422  (``plan`` names the plan, field and reason)
     QueryError              -> 422
+    ModelError              -> 404  (no trained model of that name)
     StoreError              -> 503
     ProblemError            -> its own status (404 unknown patient, 401/403 auth, 429 rate, 413 size, 409)
     HTTPException           -> its status (404 unknown route, 405 wrong method)
@@ -23,8 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import FieldProblem, PlanProblem, Problem, RecordProblem
-from graph.errors import QueryError, RecordError, StoreError, TwinError
-from scenarios.errors import PlanError
+from core import ModelError, PlanError, QueryError, RecordError, StoreError, TwinError
 
 __all__ = ["PROBLEM_MEDIA_TYPE", "ProblemError", "install_error_handlers", "problem_response"]
 
@@ -132,6 +132,10 @@ async def _on_query(request: Request, exc: QueryError) -> JSONResponse:
     return problem_response(422, str(exc), request=request, kind="invalid-query")
 
 
+async def _on_model(request: Request, exc: ModelError) -> JSONResponse:
+    return problem_response(404, str(exc), request=request, kind="unknown-model")
+
+
 async def _on_store(request: Request, exc: StoreError) -> JSONResponse:
     return problem_response(503, f"graph store unavailable: {exc}", request=request, kind="store-unavailable")
 
@@ -164,6 +168,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RecordError, _on_record)  # type: ignore[arg-type]
     app.add_exception_handler(PlanError, _on_plan)  # type: ignore[arg-type]
     app.add_exception_handler(QueryError, _on_query)  # type: ignore[arg-type]
+    app.add_exception_handler(ModelError, _on_model)  # type: ignore[arg-type]
     app.add_exception_handler(StoreError, _on_store)  # type: ignore[arg-type]
     app.add_exception_handler(TwinError, _on_twin)  # type: ignore[arg-type]
     app.add_exception_handler(ProblemError, _on_problem)  # type: ignore[arg-type]

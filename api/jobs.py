@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from graph.errors import TwinError
+from core import TwinError
 
 __all__ = ["INTERRUPTED", "JobRecord", "JobRunner", "ProgressFn"]
 

@@ -24,7 +24,8 @@ from api.routes import ROUTERS
 from api.security import KeyStore, RateLimiter
 from api.settings import Settings
 from api.version import version
-from graph.store import open_store
+from graph import open_store
+from service import ModelRegistry, set_torch_threads
 
 __all__ = ["create_app", "uvicorn_config"]
 
@@ -39,6 +40,7 @@ def _open_services(settings: Settings) -> Services:
             audit=AuditLog(settings.audit_log),
             jobs=JobRunner(settings.jobs_db, workers=settings.job_workers),
             limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+            registry=ModelRegistry(settings.model_path, device=settings.device),
         )
     except BaseException:
         store.close()
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        set_torch_threads(settings.torch_threads)  # the server process owns torch's thread pool
         try:
             yield
         finally:

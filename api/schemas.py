@@ -11,8 +11,10 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from graph.schema import Edge, Node
-from scenarios.plan import TreatmentPlan
+from graph import Edge, Node
+from scenarios import TreatmentPlan
+from service import DEFAULT_MODEL, MODEL_NAME_PATTERN
+from twin import TrainConfig
 
 __all__ = [
     "AsOf",
@@ -282,29 +284,35 @@ class IngestResult(BaseModel):
 
 
 # --------------------------------------------------------------------------- models
-MODEL_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MODEL_NAME = MODEL_NAME_PATTERN
+_TRAIN = TrainConfig()  # the one set of training defaults (the CLI reads the same)
 
 
 class TrainRequest(_Strict):
     """Train a model on every patient in the store (a background job; see ``GET /v1/jobs/{id}``)."""
 
-    name: str = Field("default", pattern=MODEL_NAME, description="Model name (lower-case letters, digits, - and _).")
+    name: str = Field(DEFAULT_MODEL, pattern=MODEL_NAME, description="Model name (lower-case letters, digits, - and _).")
     replace: bool = Field(False, description="Overwrite an existing model of this name.", strict=True)
-    epochs: int = Field(30, ge=1, le=500, strict=True)
-    members: int = Field(3, ge=1, le=10, description="Ensemble size (epistemic uncertainty).", strict=True)
-    batch_size: int = Field(32, ge=1, le=1024, strict=True)
-    origins_per_patient: int = Field(4, ge=1, le=64, strict=True)
-    horizon_days: int = Field(365, ge=7, le=3650, strict=True)
-    patience: int = Field(5, ge=1, le=100, strict=True)
-    seed: int = Field(0, ge=0, le=2**31 - 1, strict=True)
+    epochs: int = Field(_TRAIN.epochs, ge=1, le=500, strict=True)
+    members: int = Field(_TRAIN.members, ge=1, le=10, description="Ensemble size (epistemic uncertainty).", strict=True)
+    batch_size: int = Field(_TRAIN.batch_size, ge=1, le=1024, strict=True)
+    origins_per_patient: int = Field(_TRAIN.origins_per_patient, ge=1, le=64, strict=True)
+    horizon_days: int = Field(_TRAIN.horizon_days, ge=7, le=3650, strict=True)
+    patience: int = Field(_TRAIN.patience, ge=1, le=100, strict=True)
+    seed: int = Field(_TRAIN.seed, ge=0, le=2**31 - 1, strict=True)
 
 
 class ModelOut(BaseModel):
-    """A trained model on disk and its training report."""
+    """A trained model: its name, when and on what it was trained, and its training report."""
 
     name: str
     updated: datetime
     size_bytes: int
+    trained_at: str | None = Field(None, description="When training finished (ISO 8601, UTC).")
+    cohort: dict[str, Any] = Field(default_factory=dict, description="Training cohort: store and number of patients.")
+    target_labs: list[str] = Field(default_factory=list)
+    drugs: list[str] = Field(default_factory=list)
+    event_kinds: list[str] = Field(default_factory=list)
     report: dict[str, Any] | None = Field(None, description="The training report written next to the checkpoint.")
 
 
@@ -315,7 +323,7 @@ class ModelList(BaseModel):
 
 # --------------------------------------------------------------------------- twins
 class _TwinRequest(_Strict):
-    model: str = Field("default", pattern=MODEL_NAME, description="Name of a trained model (GET /v1/models).")
+    model: str = Field(DEFAULT_MODEL, pattern=MODEL_NAME, description="Name of a trained model (GET /v1/models).")
     as_of: AsOf | None = Field(None, description="Forecast origin; default: the patient's latest record.")
     n_samples: int = Field(32, ge=1, le=512, description="Draws of the twin's uncertainty.", strict=True)
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Same inputs and seed give the same numbers.", strict=True)
@@ -345,7 +353,7 @@ class ForecastOut(BaseModel):
     patient_id: str
     model: str
     origin: datetime
-    horizon_days: int
+    horizon_days: float
     n_samples: int
     n_members: int
     labs: dict[str, LabForecastOut]

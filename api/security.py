@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from graph.errors import TwinError
+from core import TwinError
 
 __all__ = ["SCOPES", "ApiKey", "KeyStore", "KeyStoreError", "NewKey", "RateLimiter"]
 

@@ -16,7 +16,8 @@ import yaml
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from graph.store import DEFAULT_STORE_URL
+from graph import DEFAULT_STORE_URL
+from service import DEFAULT_MODEL_ROOT, DEFAULT_TORCH_THREADS
 
 __all__ = ["Settings", "load_settings"]
 
@@ -27,13 +28,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TWIN_", extra="forbid", frozen=True)
 
     store: str = Field(DEFAULT_STORE_URL, description="Store URL: sqlite:///path.db (default), bolt:// or neo4j://.")
-    model_path: Path = Field(Path("twin-data/models"), description="Folder holding trained model checkpoints.")
+    model_path: Path = Field(DEFAULT_MODEL_ROOT, description="Model registry folder (`twin train` writes there too).")
     device: Literal["cpu", "cuda"] = Field("cpu", description="Torch device for forecasts, scenarios and training.")
     keys_db: Path = Field(Path("twin-data/api-keys.db"), description="SQLite file of hashed API keys.")
     audit_log: Path = Field(Path("twin-data/audit.jsonl"), description="Append-only JSON-lines audit log.")
     upload_dir: Path = Field(Path("twin-data/uploads"), description="Uploaded image files (by content hash).")
     jobs_db: Path = Field(Path("twin-data/jobs.db"), description="SQLite file persisting background job state.")
-    job_workers: int = Field(1, ge=1, le=8, description="Background job threads (training is CPU-heavy).")
+    job_workers: int = Field(1, ge=1, le=8, description="Background jobs at once (each training job is its own process).")
+    torch_threads: int = Field(DEFAULT_TORCH_THREADS, ge=1, le=256,
+                               description="torch CPU threads of the server process and of each training process.")
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     rate_limit_per_minute: float = Field(600.0, gt=0, description="Sustained requests per minute per API key.")
     rate_limit_burst: int = Field(60, ge=1, description="Requests a key may make at once before the rate applies.")

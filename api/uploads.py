@@ -18,11 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from graph.errors import RecordError
-from graph.ingest import ParsedFile, parse_bundle, parse_file, parse_ndjson
-from graph.ingest.fhir import parse_json_text
-from graph.schema import GraphBatch
-from graph.store.base import GraphStore, WriteStats
+from core import RecordError
+from graph import GraphBatch, GraphStore, ParsedFile, WriteStats, parse_bundle, parse_file, parse_json_text, parse_ndjson
 
 __all__ = ["UploadPart", "WrittenUpload", "parse_json_upload", "parse_ndjson_upload", "parse_parts", "write_upload"]
 

@@ -8,7 +8,7 @@ What it does (everything bounded in request count and in time, only on 127.0.0.1
 
 1. starts ``twin serve`` as a separate process on a free loopback port with a fresh
    embedded store, key file and audit log in a temporary folder;
-2. **ingest**: generates a synthetic cohort (``twin.synthetic``) and POSTs every patient's
+2. **ingest**: generates a synthetic cohort (``synthetic``) and POSTs every patient's
    bundle to ``/v1/records`` concurrently, then checks that no write was lost: every patient
    answers ``GET /v1/patients/{id}`` with exactly the node counts its upload reported;
 3. trains a small model through ``POST /v1/models`` and waits for the job;
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.security import KeyStore  # noqa: E402
-from twin.synthetic.cohort import SynthConfig, generate_cohort  # noqa: E402
+from synthetic.cohort import SynthConfig, generate_cohort  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "api_load.json"
 HOST = "127.0.0.1"
@@ -96,7 +96,7 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-c", "from twin.cli import main; main()",
+        cmd = [sys.executable, "-c", "from cli import main; main()",
                "serve", "--host", HOST, "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.root)
         deadline = time.monotonic() + 60

@@ -13,7 +13,7 @@ forecast from the true parameters and state at the origin, without the disturban
 come: the floor under every forecaster. ``records_bound`` goes one step closer to what records
 allow: a forecaster that knows everything about the patient (drug responses, doses, past and
 future disturbance paths up to the origin, the exact kidney state at each past image) except
-the 12 random effects of :data:`twin.synthetic.physiology.RANDOM_EFFECT_SD`, which it
+the 12 random effects of :data:`synthetic.physiology.RANDOM_EFFECT_SD`, which it
 estimates from the patient's noisy past lab values with their true prior (linear-Gaussian
 posterior, Jacobians by finite differences of the generator): its expected RMSE is, up to
 that linearisation, a lower bound for any forecaster that reads records, and its margin over
@@ -191,8 +191,8 @@ def known_patient_floor(test_ex: list[Example], truths: dict[str, dict], codes: 
     with the disturbances still to come unknown (set to their mean, zero), under the factual
     treatments: the error no forecaster working from records can go below. Returns the
     errors by (example index, lab, horizon)."""
-    from twin.synthetic import Plan, simulate
-    from twin.synthetic.truth import PatientTruth
+    from synthetic import Plan, simulate
+    from synthetic.truth import PatientTruth
 
     pats = [PatientTruth.from_json(truths[ex.patient_id]) for ex in test_ex]
     starts = [_origin_day(truths[ex.patient_id], ex) for ex in test_ex]
@@ -224,9 +224,9 @@ def records_bound(test_ex: list[Example], truths: dict[str, dict], records: dict
     prior ``P`` and the generator's measurement variances ``R`` (eGFR is left out: it is computed
     from the same creatinine sample; images count as exact); expected squared error at a target
     ``j' Cov j`` plus the known-patient floor's squared error there (future disturbances)."""
-    from twin.synthetic import Plan, simulate
-    from twin.synthetic.physiology import LABS, RANDOM_EFFECT_SD
-    from twin.synthetic.truth import PatientTruth
+    from synthetic import Plan, simulate
+    from synthetic.physiology import LABS, RANDOM_EFFECT_SD
+    from synthetic.truth import PatientTruth
 
     names = list(RANDOM_EFFECT_SD)
     step = {k: 0.01 * sd for k, sd in RANDOM_EFFECT_SD.items()}
@@ -346,7 +346,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         paths = [src]
         cohort_info: dict[str, Any] = {"source": str(src)}
     else:
-        from twin.synthetic import SynthConfig, generate_cohort
+        from synthetic import SynthConfig, generate_cohort
 
         cdir = work / f"cohort-{args.patients}-{args.seed}"
         if not (cdir / "cohort.json").exists():

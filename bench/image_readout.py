@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python bench/image_readout.py
 
-Renders synthetic renal ultrasounds (``twin.synthetic.images``) for random structural eGFR
+Renders synthetic renal ultrasounds (``synthetic.images``) for random structural eGFR
 and HbA1c values, fits the image encoder on the first two thirds, and prints the held-out
 RMSE of a least-squares linear read-out of the structural eGFR from: the autoencoder code
 alone, the first-order statistics alone, and the whole embedding. Writes
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from twin.image_encoder import ImageEncoder  # noqa: E402
-from twin.synthetic.images import render_kidney  # noqa: E402
+from synthetic.images import render_kidney  # noqa: E402
 
 
 def readout_rmse(x: np.ndarray, y: np.ndarray, n_fit: int) -> float:

@@ -5,7 +5,7 @@ Run from the repository root (starts its own Neo4j through ``scripts/neo4j-serve
 
     python bench/store.py [--patients 200] [--per-node 2000] [--queries 50]
 
-Measures, on a cohort from ``twin.synthetic.generate_cohort`` (parsed once; only store work is
+Measures, on a cohort from ``synthetic.generate_cohort`` (parsed once; only store work is
 timed):
 
 * **ingest**: nodes+edges written per second, one ``write`` (one transaction) per patient bundle;
@@ -53,7 +53,7 @@ SCRIPT = ROOT / "scripts" / "neo4j-server"
 
 
 def _cohort(patients: int, seed: int, work: Path) -> list[GraphBatch]:
-    from twin.synthetic import SynthConfig, generate_cohort
+    from synthetic import SynthConfig, generate_cohort
 
     summary = generate_cohort(SynthConfig(patients=patients, seed=seed), work / "cohort")
     files = sorted((Path(summary.out_dir) / "fhir").glob("*.json"))

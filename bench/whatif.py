@@ -3,7 +3,7 @@
 For each confounding strength of the generator: generate a cohort, ingest it, train the twin on
 the training patients, then on held-out patients (origin one year into follow-up) simulate
 plans they did not receive and compare with the oracle's replay of the same patients under
-the same plans (``twin.synthetic.simulate``):
+the same plans (``synthetic.simulate``):
 
 * counterfactual RMSE per lab at 90/180/365 days and PEHE (error of the predicted effect of
   each plan vs "no treatment"), for the twin, for the no-graph sequence baseline
@@ -72,8 +72,8 @@ def bench_plans() -> list[TreatmentPlan]:
 
 def oracle_plan(rp: ResolvedPlan) -> Any:
     """The oracle's plan for a resolved scenario plan (same semantics, see scenarios.plan)."""
-    from twin.synthetic import Action as OAction
-    from twin.synthetic import Plan as OPlan
+    from synthetic import Action as OAction
+    from synthetic import Plan as OPlan
 
     acts = []
     for a in rp.actions:
@@ -92,7 +92,7 @@ def load_twin(store: SQLiteStore, ens: Any, pid: str, t0: datetime) -> Any:
 
 def build_cohort(work: Path, n: int, confounding: float, seed: int, years: float) -> tuple[SQLiteStore, Path]:
     from graph.ingest import ingest_paths
-    from twin.synthetic import SynthConfig, generate_cohort
+    from synthetic import SynthConfig, generate_cohort
 
     coh = work / "cohort"
     generate_cohort(SynthConfig(patients=n, seed=seed, years=years, confounding=confounding), coh)
@@ -159,8 +159,8 @@ def ranking_quality(result: ScenarioResult, true: dict[str, np.ndarray], labs: l
 # ---------------------------------------------------------------- accuracy per confounding
 def run_confounding(c: float, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from twin.model.checkpoint import TwinEnsemble
-    from twin.synthetic import load_truth
-    from twin.synthetic import simulate as oracle
+    from synthetic import load_truth
+    from synthetic import simulate as oracle
     from twin.train import TrainConfig, train
 
     work = root / f"conf-{c:g}"
@@ -268,7 +268,7 @@ def run_baseline(store: SQLiteStore, train_ids: list[str], twins: list[Any], pla
 # ---------------------------------------------------------------- speed
 def speed_plans(n: int) -> list[TreatmentPlan]:
     """``n`` distinct plans over the cohort's drugs (doses and start days vary)."""
-    from twin.synthetic import DRUGS
+    from synthetic import DRUGS
 
     plans = []
     k = 0

@@ -1,6 +1,68 @@
-"""Patient knowledge graphs: schema, record parsers, stores, queries and exports."""
+"""Patient knowledge graphs: schema, record parsers, stores, queries and exports.
 
-from graph.errors import QueryError, RecordError, StoreError, TwinError
+    from graph import open_store, ingest_paths, timeline, cohort, HasCondition, LabValue
+
+    with open_store("sqlite:///twin-data/twin.db") as store:
+        ingest_paths(store, ["records/"])
+        ids = cohort(store, HasCondition("44054006") & LabValue("4548-4", ">", 7))
+        events = timeline(store, ids[0])
+
+Callers outside ``graph`` import from here only; the submodules are the package's inside.
+"""
+
+from graph.export import deidentify, node_document, to_hetero_data, to_networkx, to_node_link
+from graph.ingest import (FileReport, IngestReport, ParsedFile, ingest_paths, parse_bundle, parse_file, parse_json_text,
+                          parse_ndjson, parse_path)
+from graph.predicates import CarriesVariant, HasCondition, LabValue, OnMedication, Predicate, predicate_from_dict
+from graph.query import Subgraph, cohort, find_nodes, neighbourhood, patient_graph, read_cypher, timeline
 from graph.schema import EDGE_TYPES, Edge, GraphBatch, Node, NodeType, Rel
+from graph.store import DEFAULT_STORE_URL, GraphStore, NodeQuery, StoreCounts, WriteStats, open_store, resolve_store_url
+from graph.store.transfer import CopyReport, copy_store
+from graph.timeutil import days_between, parse_fhir_time
 
-__all__ = ["EDGE_TYPES", "Edge", "GraphBatch", "Node", "NodeType", "QueryError", "RecordError", "Rel", "StoreError", "TwinError"]
+__all__ = [
+    "CarriesVariant",
+    "CopyReport",
+    "DEFAULT_STORE_URL",
+    "EDGE_TYPES",
+    "Edge",
+    "FileReport",
+    "GraphBatch",
+    "GraphStore",
+    "HasCondition",
+    "IngestReport",
+    "LabValue",
+    "Node",
+    "NodeQuery",
+    "NodeType",
+    "OnMedication",
+    "ParsedFile",
+    "Predicate",
+    "Rel",
+    "StoreCounts",
+    "Subgraph",
+    "WriteStats",
+    "cohort",
+    "copy_store",
+    "days_between",
+    "deidentify",
+    "find_nodes",
+    "ingest_paths",
+    "neighbourhood",
+    "node_document",
+    "open_store",
+    "parse_bundle",
+    "parse_fhir_time",
+    "parse_file",
+    "parse_json_text",
+    "parse_ndjson",
+    "parse_path",
+    "patient_graph",
+    "predicate_from_dict",
+    "read_cypher",
+    "resolve_store_url",
+    "timeline",
+    "to_hetero_data",
+    "to_networkx",
+    "to_node_link",
+]

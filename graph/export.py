@@ -11,18 +11,24 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from graph.query import Subgraph
+from graph.schema import Node
 from graph.store.codec import edge_to_record, node_to_record
 
 if TYPE_CHECKING:
     from torch_geometric.data import HeteroData
 
-__all__ = ["deidentify", "to_hetero_data", "to_networkx", "to_node_link"]
+__all__ = ["deidentify", "node_document", "to_hetero_data", "to_networkx", "to_node_link"]
 
 
-def _node_attrs(n: Any) -> dict[str, Any]:
+def node_document(n: Node) -> dict[str, Any]:
+    """A node as a JSON-ready document (schema fields, times as ISO UTC, ``props`` as a mapping)."""
     rec = node_to_record(n)
     rec["props"] = dict(n.props)
-    return {k: v for k, v in rec.items() if k != "id"}
+    return rec
+
+
+def _node_attrs(n: Node) -> dict[str, Any]:
+    return {k: v for k, v in node_document(n).items() if k != "id"}
 
 
 def to_networkx(g: Subgraph) -> nx.MultiDiGraph:

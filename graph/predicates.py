@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Union
 
-from graph.errors import QueryError
+from core.errors import QueryError
 
 __all__ = [
     "All",

@@ -9,13 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from graph.errors import QueryError
+from core.errors import QueryError
 from graph.predicates import Predicate
 from graph.schema import Edge, Node, NodeType
 from graph.store.base import GraphStore, NodeQuery
 
-__all__ = ["Subgraph", "cohort", "find_nodes", "neighbourhood", "patient_graph", "timeline"]
+if TYPE_CHECKING:
+    from graph.store.cypher import CypherResult
+
+__all__ = ["Subgraph", "cohort", "find_nodes", "neighbourhood", "patient_graph", "read_cypher", "timeline"]
 
 
 @dataclass
@@ -129,3 +133,11 @@ def neighbourhood(store: GraphStore, node_id: str, *, hops: int = 1, as_of: date
 def cohort(store: GraphStore, predicate: Predicate, *, as_of: datetime | None = None) -> list[str]:
     """Sorted ids of the patients matching ``predicate`` as of ``as_of``."""
     return store.cohort(predicate, as_of)
+
+
+def read_cypher(store: GraphStore, query: str, params: dict[str, Any] | None = None, *, timeout_s: float = 30.0,
+                row_limit: int = 1000) -> CypherResult:
+    """Run a user's read-only Cypher statement on a Neo4j store (see :mod:`graph.store.cypher`)."""
+    from graph.store.cypher import run_read_cypher  # imports the neo4j driver: only when asked
+
+    return run_read_cypher(store, query, params, timeout_s=timeout_s, row_limit=row_limit)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from core.errors import SchemaError
+
 __all__ = [
     "EDGE_TYPES",
     "EVENT_TYPES",
@@ -112,7 +114,7 @@ def has_edge_for(node_type: NodeType) -> Rel:
     try:
         return _HAS[node_type]
     except KeyError:
-        raise ValueError(f"node type {node_type} is not linked to a patient by a HAS_* edge") from None
+        raise SchemaError(f"node type {node_type} is not linked to a patient by a HAS_* edge") from None
 
 
 def concept_id(system: str | None, code: str) -> str:
@@ -149,13 +151,13 @@ class Node:
 
     def __post_init__(self) -> None:
         if not self.id:
-            raise ValueError("Node.id must be a non-empty string")
+            raise SchemaError("a node needs a non-empty id", field="id")
         if not isinstance(self.type, NodeType):
             object.__setattr__(self, "type", NodeType(self.type))
         for name in ("time", "end"):
             t = getattr(self, name)
             if t is not None and t.tzinfo is None:
-                raise ValueError(f"Node {self.id}: {name} must be timezone-aware (UTC), got {t!r}")
+                raise SchemaError(f"must be timezone-aware (UTC), got {t!r}", resource=self.id, field=name)
 
     def exists_at(self, as_of: datetime | None) -> bool:
         """Whether the node is part of the graph as seen at ``as_of`` (``None`` = everything)."""
@@ -198,13 +200,13 @@ class GraphBatch:
         """Check edge triples against the schema and that edge endpoints are known.
 
         ``known_ids`` are ids already in the store; endpoints must be in the batch or there.
-        Raises ``ValueError`` naming the first offending edge.
+        Raises :class:`~core.errors.SchemaError` naming the first offending edge.
         """
         types = {n.id: n.type for n in self.nodes}
         for e in self.edges:
             src_t, dst_t = types.get(e.src), types.get(e.dst)
             for end, t in ((e.src, src_t), (e.dst, dst_t)):
                 if t is None and (known_ids is None or end not in known_ids):
-                    raise ValueError(f"edge {e.key}: endpoint {end!r} is not in the batch or the store")
+                    raise SchemaError(f"endpoint {end!r} is not in the batch or the store", resource=f"edge {e.key}")
             if src_t is not None and dst_t is not None and (src_t, e.rel, dst_t) not in _EDGE_SET:
-                raise ValueError(f"edge {e.key}: ({src_t}, {e.rel}, {dst_t}) is not a schema edge type")
+                raise SchemaError(f"({src_t}, {e.rel}, {dst_t}) is not a schema edge type", resource=f"edge {e.key}")

@@ -14,7 +14,7 @@ one code are comparable across records, files and sources (cohort predicates suc
 * :func:`to_canonical` applies all of it for a LOINC code; codes outside the table keep
   their (normalised) unit and value.
 
-Failures raise :class:`~graph.errors.RecordError` without location; parsers add file,
+Failures raise :class:`~core.errors.RecordError` without location; parsers add file,
 resource and field.
 """
 
@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from graph.errors import RecordError
+from core.errors import RecordError
 
 __all__ = ["CANONICAL", "LabUnit", "canonical_unit", "convert", "normalize_unit", "to_canonical"]
 

@@ -6,13 +6,13 @@
     plot_trajectories(result, "out.png")
 """
 
-from scenarios.drugs import DrugCatalog, default_catalog
-from scenarios.errors import PlanError
+from scenarios.drugs import DrugCatalog, builtin_catalog, catalog_for
 from scenarios.guardrails import Flag, check_plan
 from scenarios.plan import Action, ResolvedPlan, TreatmentPlan, load_plan, load_plans
 from scenarios.plots import plot_trajectories
 from scenarios.rank import Objective, Ranking, rank
-from scenarios.regimens import load_regimens
+from scenarios.regimens import conditions as regimen_conditions
+from scenarios.regimens import find_regimen, load_regimens
 from scenarios.result import ScenarioResult, Threshold
 from scenarios.simulate import simulate
 
@@ -21,18 +21,20 @@ __all__ = [
     "DrugCatalog",
     "Flag",
     "Objective",
-    "PlanError",
     "Ranking",
     "ResolvedPlan",
     "ScenarioResult",
     "Threshold",
     "TreatmentPlan",
+    "builtin_catalog",
+    "catalog_for",
     "check_plan",
-    "default_catalog",
+    "find_regimen",
     "load_plan",
     "load_plans",
     "load_regimens",
     "plot_trajectories",
     "rank",
+    "regimen_conditions",
     "simulate",
 ]

@@ -1,21 +1,32 @@
-"""Drug names → RxNorm codes, so plans can say ``metformin`` instead of ``6809``.
+"""Drug names → RxNorm codes, so plans can say ``metformin`` instead of ``860975``.
 
-A :class:`DrugCatalog` is a small lookup built from whatever knows drug names: the synthetic
-cohort's drug table (the default) or any ``{code: [names...]}`` mapping. Plans may always use a
-bare RxNorm code (digits); names must resolve through the catalog or the plan is refused.
+A :class:`DrugCatalog` is a small lookup built from whatever knows drug names: a model's
+vocabulary (the display names in its training records, :meth:`DrugCatalog.from_names`), the
+names the built-in regimens use (:func:`builtin_catalog`), or any ``{code: [names...]}``
+mapping. Plans may always use a bare RxNorm code (digits); names must resolve through the
+catalog or the plan is refused.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
-from scenarios.errors import PlanError
+from core.errors import PlanError
 
-__all__ = ["DrugCatalog", "default_catalog", "is_rxnorm_code"]
+__all__ = ["DrugCatalog", "builtin_catalog", "catalog_for", "is_rxnorm_code"]
 
 _CODE = re.compile(r"^\d{1,9}$")
+_WORD = re.compile(r"[a-z][a-z-]{3,}")
+#: Words of clinical-drug names that describe form, route or strength, never the drug.
+_FORM_WORDS = frozenset({"capsule", "chewable", "cream", "delayed", "extended", "film", "coated", "injectable",
+                         "injection", "oral", "release", "solution", "suspension", "tablet", "topical", "unit",
+                         "units", "prefilled", "syringe", "patch", "transdermal", "inhalation", "powder"})
 
 
 def is_rxnorm_code(text: str) -> bool:
@@ -57,9 +68,30 @@ class DrugCatalog:
             syn[str(code)] = tuple(al[1:])
         return cls(names, syn)
 
+    @classmethod
+    def from_names(cls, displays: Mapping[str, str]) -> DrugCatalog:
+        """Catalog from ``{code: display}`` as records name drugs.
+
+        Each drug answers to its display and to every word of it that names no other drug and
+        is not a form or route, so ``metformin`` finds "24 HR metformin hydrochloride 500 MG
+        Extended Release Oral Tablet".
+        """
+        words = {code: {w for w in _WORD.findall(d.lower()) if w not in _FORM_WORDS} for code, d in displays.items()}
+        seen = Counter(w for ws in words.values() for w in ws)
+        full = {_norm(d) for d in displays.values()}
+        return cls({c: d for c, d in displays.items()},
+                   {c: tuple(sorted(w for w in ws if seen[w] == 1 and w not in full)) for c, ws in words.items()})
+
     def merged(self, other: DrugCatalog) -> DrugCatalog:
-        """A catalog knowing the drugs of both (``self`` wins on a shared code)."""
-        return DrugCatalog({**other.names, **self.names}, {**other.synonyms, **self.synonyms})
+        """A catalog knowing the drugs of both; where a name means different codes, ``self`` wins."""
+        names, syn = dict(self.names), {c: list(a) for c, a in self.synonyms.items()}
+        for code, name in other.names.items():
+            free = [a for a in (name, *other.synonyms.get(code, ())) if self._by_name.get(_norm(a), code) == code]
+            if code in names:
+                syn.setdefault(code, []).extend(a for a in free if _norm(a) != _norm(names[code]))
+            elif free:
+                names[code], syn[code] = free[0], free[1:]
+        return DrugCatalog(names, {c: tuple(dict.fromkeys(a)) for c, a in syn.items()})
 
     def resolve(self, drug: str, *, plan: str | None = None, field: str | None = None) -> str:
         """RxNorm code of ``drug`` (a code passes through; a name must be known)."""
@@ -89,8 +121,14 @@ class DrugCatalog:
         return len(self.names)
 
 
-def default_catalog() -> DrugCatalog:
-    """The drugs of the synthetic cohort's drug table (:data:`twin.synthetic.drugs.DRUGS`)."""
-    from twin.synthetic.drugs import DRUGS
+@lru_cache(maxsize=1)
+def builtin_catalog() -> DrugCatalog:
+    """The drugs named by the built-in regimens (``scenarios/drug_names.json``)."""
+    doc = json.loads((Path(__file__).with_name("drug_names.json")).read_text())
+    return DrugCatalog.from_mapping({k: v for k, v in doc.items() if not k.startswith("_")})
 
-    return DrugCatalog.from_mapping({d.code: [d.key, d.display] for d in DRUGS})
+
+def catalog_for(drug_names: Mapping[str, str], drug_codes: Iterable[str] = ()) -> DrugCatalog:
+    """What a model's plans may name: its drugs by their record names, then the built-in names,
+    and its drug codes verbatim."""
+    return DrugCatalog.from_names(drug_names).merged(builtin_catalog()).with_codes(drug_codes)

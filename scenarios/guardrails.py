@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from scenarios.errors import PlanError
+from core.errors import PlanError
 from scenarios.plan import ResolvedPlan
-from twin.vocab import Normalisers, Vocabulary
+from twin.features.vocab import Normalisers, Vocabulary
 
 __all__ = ["Flag", "check_plan", "check_plans", "dose_range"]
 

@@ -41,8 +41,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from graph.timeutil import days_between, utc
-from scenarios.drugs import DrugCatalog, default_catalog
-from scenarios.errors import PlanError
+from scenarios.drugs import DrugCatalog, builtin_catalog
+from core.errors import PlanError
 
 __all__ = [
     "Action",
@@ -196,9 +196,9 @@ class TreatmentPlan(BaseModel):
         """Codes, mg/day and days from ``origin``; refuses contradictory actions.
 
         ``origin`` is needed only when an action uses a calendar date. ``catalog`` resolves
-        drug names (default: :func:`scenarios.drugs.default_catalog`).
+        drug names (default: the names of the built-in regimens, :func:`scenarios.drugs.builtin_catalog`).
         """
-        cat = catalog if catalog is not None else default_catalog()
+        cat = catalog if catalog is not None else builtin_catalog()
         out: list[ResolvedAction] = []
         for i, a in enumerate(self.actions):
             where = f"actions[{i}]"

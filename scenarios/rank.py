@@ -22,20 +22,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from scenarios.errors import PlanError
+from core.durations import DURATION_PATTERN, days_of
+from core.errors import PlanError
 from scenarios.result import ScenarioResult, Threshold
 
 __all__ = ["Objective", "RankedPlan", "Ranking", "rank"]
 
-_DAYS = r"(\d+(?:\.\d+)?)\s*(d|days?|w|weeks?|m|months?|y|years?)?"
-_OBJ = re.compile(rf"^\s*(min(?:imi[sz]e)?|max(?:imi[sz]e)?)\s+(.+?)\s+(?:at|by)\s+{_DAYS}\s*(?:(?:subject\s+to|s\.t\.|where|with)\s+(.+))?$", re.I)
-_CON = re.compile(r"^\s*(.+?)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
-_UNIT_DAYS = {"d": 1.0, "w": 7.0, "m": 30.4375, "y": 365.25}
-
-
-def parse_days(num: str, unit: str | None) -> float:
-    """``"180", "d"`` → 180; ``"1", "y"`` → 365.25; ``"6", "months"`` → 182.6."""
-    return float(num) * _UNIT_DAYS[(unit or "d")[0].lower()]
+_OBJ = re.compile(rf"^\s*(min(?:imi[sz]e)?|max(?:imi[sz]e)?)\s+(.+?)\s+(?:at|by)\s+{DURATION_PATTERN}\s*(?:(?:subject\s+to|s\.t\.|where|with)\s+(.+))?$", re.I)
 
 
 @dataclass(frozen=True)
@@ -71,11 +64,11 @@ class Objective:
         cons: list[Threshold] = []
         if m.group(5):
             for part in re.split(r"\s+and\s+|\s*,\s*", m.group(5).strip()):
-                c = _CON.match(part)
-                if not c:
-                    raise PlanError(f"cannot read constraint {part!r} in objective {text!r}; write e.g. 'eGFR > 45'")
-                cons.append(Threshold(c.group(1).strip(), c.group(2), float(c.group(3))))
-        return cls(m.group(2).strip(), parse_days(m.group(3), m.group(4)), sense, tuple(cons), feasibility)
+                try:
+                    cons.append(Threshold.parse(part))
+                except PlanError:
+                    raise PlanError(f"cannot read constraint {part!r} in objective {text!r}; write e.g. 'eGFR > 45'") from None
+        return cls(m.group(2).strip(), days_of(m.group(3), m.group(4)), sense, tuple(cons), feasibility)
 
     def __str__(self) -> str:
         s = f"{'minimise' if self.sense == 'min' else 'maximise'} {self.target} at {self.day:g}d"

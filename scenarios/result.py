@@ -9,12 +9,13 @@ uncertainty about the treatment effect, not the patient's unknown level shared b
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from scenarios.errors import PlanError
+from core.errors import PlanError
 from scenarios.guardrails import Flag
 
 __all__ = ["LAB_ALIASES", "ScenarioResult", "Threshold", "Interval"]
@@ -41,6 +42,7 @@ LAB_ALIASES: dict[str, tuple[str, ...]] = {
 Interval = tuple[float, float, float]
 """``(median, 5 % quantile, 95 % quantile)`` (the quantile levels of the result)."""
 
+_THRESHOLD = re.compile(r"^\s*(.+?)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
 _OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
 
 
@@ -57,6 +59,14 @@ class Threshold:
             raise PlanError(f"threshold operator must be one of {', '.join(_OPS)}, got {self.op!r}")
         if not math.isfinite(self.value):
             raise PlanError(f"threshold value must be finite, got {self.value}")
+
+    @classmethod
+    def parse(cls, text: str) -> Threshold:
+        """``"eGFR<45"`` or ``"HbA1c >= 7.5"`` → a threshold; :class:`PlanError` otherwise."""
+        m = _THRESHOLD.match(text)
+        if not m:
+            raise PlanError(f"cannot read threshold {text!r}; write LAB OP VALUE, e.g. 'eGFR < 45'")
+        return cls(m.group(1).strip(), m.group(2), float(m.group(3)))
 
     def holds(self, x: np.ndarray) -> np.ndarray:
         return _OPS[self.op](x, self.value)

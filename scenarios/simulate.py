@@ -28,9 +28,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from graph.errors import TwinError
-from scenarios.drugs import DrugCatalog, default_catalog
-from scenarios.errors import PlanError
+from core.errors import TwinError
+from scenarios.drugs import DrugCatalog, catalog_for
+from core.errors import PlanError
 from scenarios.guardrails import Flag, check_plans
 from scenarios.plan import ResolvedPlan, TreatmentPlan
 from scenarios.result import ScenarioResult, Threshold
@@ -133,7 +133,7 @@ def prepare(
         m, s, *_ = _parts(tw)
         if m is not model or s.vocab.drugs != spec.vocab.drugs:
             raise TwinError("all twins of one scenario run must share one fitted model")
-    cat = (catalog if catalog is not None else default_catalog()).with_codes(spec.vocab.drugs)
+    cat = catalog.with_codes(spec.vocab.drugs) if catalog is not None else catalog_for(spec.vocab.drug_names, spec.vocab.drugs)
     plan_list = _as_plans(plans)
     n_days = int(math.ceil(horizon_days)) + 1
     resolved_by_twin: list[list[ResolvedPlan]] = []

@@ -112,7 +112,7 @@ def neo4j_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture()
 def neo4j_store(neo4j_server_uri: str) -> Iterator[GraphStore]:
     """A Neo4jStore on the session server, wiped before the test (one database per server)."""
-    from graph.errors import StoreError
+    from core.errors import StoreError
     from graph.store.neo4j import Neo4jStore
 
     store = Neo4jStore.from_url(neo4j_server_uri)

@@ -1,1 +1,65 @@
-"""Patient digital twins: synthetic ground truth, features, the GNN + neural-ODE model, training."""
+"""Patient digital twins: features from the as-of graph, the GNN + neural-ODE model, training.
+
+    from twin import Twin, TrainConfig, train, load_model
+
+    report = train(store, TrainConfig(epochs=10), "twin-data/models/default/model.pt")
+    twin = Twin.load(store, "p42", load_model("twin-data/models/default/model.pt"))
+    forecast = twin.forecast(horizon_days=365)
+
+Callers outside ``twin`` import from here only. Names load on first use (PEP 562), so
+``from twin import TrainConfig`` does not import torch; the model names do.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from twin.config import ModelConfig, TrainConfig
+    from twin.features import DoseAction
+    from twin.model.checkpoint import TwinEnsemble, load_model
+    from twin.train import TrainReport, train
+    from twin.twin import Attribution, Forecast, LabForecast, Twin, lab_label
+
+__all__ = [
+    "Attribution",
+    "DoseAction",
+    "Forecast",
+    "LabForecast",
+    "ModelConfig",
+    "TrainConfig",
+    "TrainReport",
+    "Twin",
+    "TwinEnsemble",
+    "lab_label",
+    "load_model",
+    "train",
+]
+
+_WHERE = {
+    "Attribution": "twin.twin",
+    "DoseAction": "twin.features",
+    "Forecast": "twin.twin",
+    "LabForecast": "twin.twin",
+    "ModelConfig": "twin.config",
+    "TrainConfig": "twin.config",
+    "TrainReport": "twin.train",
+    "Twin": "twin.twin",
+    "TwinEnsemble": "twin.model.checkpoint",
+    "lab_label": "twin.twin",
+    "load_model": "twin.model.checkpoint",
+    "train": "twin.train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'twin' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -24,7 +24,7 @@ from graph.schema import NodeType
 from graph.timeutil import days_between
 from twin.features import Example, PatientRecords, Targets, actions_from_records, dose_schedule
 from twin.features.hetero import LEVEL_DAYS
-from twin.vocab import Normalisers, Vocabulary
+from twin.features.vocab import Normalisers, Vocabulary
 
 __all__ = ["GRUForecaster", "LabHistory", "SeqExample", "lab_history", "last_value", "linear_trend",
            "seq_example", "smoothed_level", "train_gru"]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from graph.errors import TwinError
+from core.errors import TwinError
 from graph.schema import Node
 from twin.features.records import image_path
 

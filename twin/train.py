@@ -18,14 +18,16 @@ import os
 import random
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 from tqdm.auto import tqdm
 
-from graph.errors import TwinError
+from core.errors import TwinError
 from graph.schema import NodeType
 from graph.store.base import GraphStore
 from twin.features import (Example, FeatureSpec, PatientRecords, build_example, change_origins, choose_origins, collate,
@@ -33,66 +35,13 @@ from twin.features import (Example, FeatureSpec, PatientRecords, build_example, 
 from twin.features.records import image_path
 from twin.image_encoder import ImageEncoder
 from twin.model.checkpoint import TwinEnsemble
-from twin.model.config import ModelConfig
+from twin.config import ModelConfig, TrainConfig
 from twin.model.twin_model import TwinModel
-from twin.vocab import build_vocabulary
+from twin.features.vocab import build_vocabulary
 
-__all__ = ["TrainConfig", "TrainReport", "build_examples", "evaluate_loss", "split_patients", "train"]
+__all__ = ["TrainReport", "build_examples", "evaluate_loss", "split_patients", "train"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings (all saved in the checkpoint)."""
-
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 3e-3
-    # The direct treatment pathway (TwinModel.treatment_parameters) has few parameters whose
-    # gradient is small (a drug change touches a few per cent of a cohort's observations): it
-    # gets a 30x larger step, and a light L1 penalty on its gains (in units of the mean per-
-    # observation loss) that keeps drug -> lab effects the data does not support at zero.
-    treatment_lr_mult: float = 30.0
-    treatment_eps: float = 1e-8
-    treatment_l1: float = 3e-4
-    weight_decay: float = 1e-5
-    origins_per_patient: int = 4
-    change_origins_per_patient: int = 2  # extra origins just before therapy changes (build_examples)
-    horizon_days: int = 365
-    val_fraction: float = 0.15
-    patience: int = 5
-    members: int = 3
-    kl_weight: float = 0.01
-    nll_beta: float = 0.5  # beta-NLL weighting of the lab likelihood (TwinModel.loss); 0 = plain NLL
-    event_weight: float = 0.5
-    drop_image_p: float = 0.2
-    drop_variant_p: float = 0.2
-    image_epochs: int = 30
-    image_dim: int = 8  # autoencoder code size (embeddings add 8 first-order image statistics)
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = 1  # tiny per-op work: extra CPU threads mostly add synchronisation
-    progress: bool = True
-    model: ModelConfig = field(default_factory=ModelConfig)
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.members < 1 or self.origins_per_patient < 1:
-            raise ValueError("TrainConfig: epochs, batch_size, members and origins_per_patient must be >= 1")
-        if self.change_origins_per_patient < 0:
-            raise ValueError(f"TrainConfig.change_origins_per_patient must be >= 0, got {self.change_origins_per_patient!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        if self.treatment_lr_mult <= 0 or self.treatment_eps <= 0 or self.treatment_l1 < 0:
-            raise ValueError(f"TrainConfig.treatment_lr_mult and treatment_eps must be > 0 and treatment_l1 >= 0, "
-                             f"got {self.treatment_lr_mult!r}, {self.treatment_eps!r} and {self.treatment_l1!r}")
-        if self.horizon_days < 7:
-            raise ValueError(f"TrainConfig.horizon_days must be >= 7, got {self.horizon_days!r}")
-        if isinstance(self.model, dict):
-            object.__setattr__(self, "model", ModelConfig(**self.model))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -113,6 +62,8 @@ class TrainReport:
     seconds: float
     seconds_per_epoch: float
     device: str
+    trained_at: str = ""  # ISO UTC time the checkpoint was written
+    cohort: dict[str, Any] = field(default_factory=dict)  # where the training patients came from (no ids)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -232,8 +183,6 @@ def train(store: GraphStore, cfg: TrainConfig, out: str | Path,
     """
     report_progress = on_progress or (lambda _f, _m: None)
     started = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TwinError("--device cuda was asked for but CUDA is not available on this machine")
@@ -281,7 +230,8 @@ def train(store: GraphStore, cfg: TrainConfig, out: str | Path,
         n_train_examples=len(train_ex), n_val_examples=len(val_ex), target_labs=vocab.target_labs,
         drugs=vocab.drugs, event_kinds=vocab.event_kinds, n_images=len(images), image_ae_mse=ae_mse,
         members=reports, seconds=time.perf_counter() - started, seconds_per_epoch=train_s / max(epochs_run, 1),
-        device=str(device))
+        device=str(device), trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        cohort={"store": _store_label(store.url), "patients": len(ids)})
     ens.report = {k: v for k, v in report.to_dict().items() if k != "members"}
     ens.to("cpu").save(ckpt)
     tmp = ckpt.with_suffix(".report.json.tmp")
@@ -289,6 +239,17 @@ def train(store: GraphStore, cfg: TrainConfig, out: str | Path,
     os.replace(tmp, ckpt.with_suffix(".report.json"))
     report_progress(1.0, "saved")
     return report
+
+
+def _store_label(url: str) -> str:
+    """``sqlite:///a/b/twin.db`` → ``sqlite:twin.db``; ``bolt://user:pw@host:7687`` → ``bolt://host:7687``.
+
+    Names the training cohort's store without server paths or credentials.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.startswith("sqlite") or not parts.scheme:
+        return f"sqlite:{Path(parts.path or url).name}"
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
 
 
 def _json_default(o: Any) -> Any:

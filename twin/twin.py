@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch
 
-from graph.errors import TwinError
+from core.errors import TwinError
 from graph.schema import GraphBatch, Node, NodeType
 from graph.store.base import GraphStore
 from graph.timeutil import days_between, to_iso
@@ -60,7 +60,7 @@ class Forecast:
 
     patient_id: str
     origin: datetime
-    horizon_days: int
+    horizon_days: float
     labs: dict[str, LabForecast]
     event_risk: dict[str, float]
     n_samples: int
@@ -129,7 +129,7 @@ class Twin:
         return m.encode(self.graph().to(self.model.device)).mu[0].cpu()
 
     # ------------------------------------------------------------------ forecasting
-    def forecast(self, horizon_days: int = 365, n_samples: int = 32, step_days: int = 7,
+    def forecast(self, horizon_days: float = 365, n_samples: int = 32, step_days: int = 7,
                  plan: list[DoseAction] | None = None, seed: int = 0) -> Forecast:
         """Per-lab median and 5-95% interval every ``step_days`` up to ``horizon_days``, and the
         probability of each event kind by the horizon, under ``plan`` (default: current meds)."""
@@ -137,7 +137,7 @@ class Twin:
             raise TwinError(f"forecast horizon must be at least 1 day, got {horizon_days}")
         spec = self.model.spec
         doses = dose_schedule(plan if plan is not None else self.current_plan(), spec.vocab, spec.norms,
-                              horizon_days + 1, strict=plan is not None)
+                              int(math.ceil(horizon_days)) + 1, strict=plan is not None)
         days = np.unique(np.append(np.arange(0, horizon_days + 1, max(step_days, 1)), horizon_days)).astype(np.float32)
         g = build_graph(self.records, self.as_of, spec, self.model.image_encoder)
         p = predict(self.model, [g], doses[None], torch.from_numpy(days), n_samples=n_samples, seed=seed)

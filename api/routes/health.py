@@ -8,8 +8,7 @@ from api.deps import StoreDep
 from api.openapi import problems
 from api.schemas import Health, Readiness
 from api.version import version
-from graph.schema import NodeType
-from graph.store.base import NodeQuery
+from graph import NodeQuery, NodeType
 
 __all__ = ["router"]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, status
 
-from api.deps import AuditDep, CurrentKey, JobsDep, SettingsDep, StoreDep, require_scope
+from api.deps import AuditDep, CurrentKey, JobsDep, ServicesDep, require_scope
 from api.errors import ProblemError
-from api.jobs import JobRecord
-from api.models import find_model, list_models, model_dir, training_job
+from api.jobs import JobRecord, ProgressFn
 from api.openapi import problems
 from api.schemas import JobList, JobOut, ModelList, ModelOut, TrainRequest
+from service import train_config, train_isolated
 
 __all__ = ["router"]
 
@@ -27,29 +27,33 @@ def job_out(j: JobRecord) -> JobOut:
     "/models",
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
-    summary="Train a model on the store's patients as a background job.",
+    summary="Train a model on the store's patients as a background job (in its own process).",
     dependencies=[Depends(require_scope("admin"))],
     responses=problems(409),
 )
-def post_model(body: TrainRequest, key: CurrentKey, store: StoreDep, settings: SettingsDep, jobs: JobsDep,
-               audit: AuditDep) -> JobOut:
+def post_model(body: TrainRequest, key: CurrentKey, services: ServicesDep, jobs: JobsDep, audit: AuditDep) -> JobOut:
     audit.record("model.train")
-    if not body.replace and find_model(settings.model_path, body.name) is not None:
+    registry, settings = services.registry, services.settings
+    if not body.replace and registry.find(body.name) is not None:
         raise ProblemError(409, f"model {body.name!r} exists; send replace=true to overwrite it", kind="exists")
-    config = body.model_dump(exclude={"name", "replace"})
-    fn = training_job(store, model_dir(settings.model_path, body.name), config, settings.device)
-    return job_out(jobs.submit("train", {"name": body.name, **config}, fn, owner=key.id))
+    overrides = body.model_dump(exclude={"name", "replace"})
+    config = train_config(**overrides, device=settings.device, progress=False)
+
+    def run(progress: ProgressFn) -> dict[str, object]:
+        return train_isolated(settings.store, registry, body.name, config, threads=settings.torch_threads,
+                              on_progress=progress)
+
+    return job_out(jobs.submit("train", {"name": body.name, **overrides}, run, owner=key.id))
 
 
 @router.get(
     "/models",
     response_model=ModelList,
-    summary="The trained models and their training reports.",
+    summary="The trained models: name, training cohort and date, targets, drugs.",
     dependencies=[Depends(require_scope("sim:run"))],
 )
-def get_models(settings: SettingsDep) -> ModelList:
-    models = [ModelOut(name=m.name, updated=m.updated, size_bytes=m.size_bytes, report=m.report)
-              for m in list_models(settings.model_path)]
+def get_models(services: ServicesDep) -> ModelList:
+    models = [ModelOut(**m.summary(), report=m.report) for m in services.registry.list()]
     return ModelList(count=len(models), models=models)
 
 

@@ -13,9 +13,8 @@ from api.deps import ExistingPatient, SettingsDep, StoreDep, audited, require_sc
 from api.errors import ProblemError
 from api.openapi import problems
 from api.schemas import AsOf, GraphOut, PatientSummary, TimelineOut, edge_out, node_out
-from graph.export import deidentify as deidentify_graph
-from graph.query import patient_graph, timeline
-from graph.schema import NodeType
+from graph import NodeType, patient_graph, timeline
+from graph import deidentify as deidentify_graph
 
 __all__ = ["router"]
 

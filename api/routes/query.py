@@ -8,8 +8,7 @@ from api.deps import AuditDep, SettingsDep, StoreDep, require_scope
 from api.errors import ProblemError
 from api.openapi import problems
 from api.schemas import CohortQuery, CohortResult, CypherQuery, CypherResult
-from graph.predicates import predicate_from_dict
-from graph.query import cohort
+from graph import cohort, predicate_from_dict, read_cypher
 
 __all__ = ["router"]
 
@@ -40,9 +39,8 @@ def post_cypher(body: CypherQuery, store: StoreDep, settings: SettingsDep, audit
     if not store.url.startswith(("bolt", "neo4j")):
         raise ProblemError(409, "Cypher needs a Neo4j store; this service runs on the embedded store",
                            kind="not-supported")
-    from graph.store.cypher import run_read_cypher
 
-    res = run_read_cypher(
+    res = read_cypher(
         store, body.query, body.params, timeout_s=settings.cypher_timeout_s, row_limit=settings.cypher_row_limit
     )
     return CypherResult(columns=res.columns, rows=res.rows, truncated=res.truncated)

@@ -19,8 +19,8 @@ from api.errors import ProblemError
 from api.openapi import problems
 from api.schemas import IngestResult, _to_utc
 from api.uploads import UploadPart, WrittenUpload, parse_json_upload, parse_ndjson_upload, parse_parts, write_upload
-from graph.errors import RecordError
-from graph.ingest import ParsedFile
+from core import RecordError
+from graph import ParsedFile
 
 __all__ = ["router"]
 

@@ -6,7 +6,7 @@ counts of resources seen and skipped); :func:`ingest_paths` writes each file int
 """
 
 from graph.ingest.builder import ParsedFile
-from graph.ingest.fhir import parse_bundle, parse_fhir_resources, parse_ndjson
+from graph.ingest.fhir import parse_bundle, parse_fhir_resources, parse_json_text, parse_ndjson
 from graph.ingest.pipeline import expand_paths, ingest_paths, parse_file, parse_path
 from graph.ingest.report import FileReport, IngestReport
 
@@ -18,6 +18,7 @@ __all__ = [
     "ingest_paths",
     "parse_bundle",
     "parse_fhir_resources",
+    "parse_json_text",
     "parse_file",
     "parse_ndjson",
     "parse_path",

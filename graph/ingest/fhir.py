@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graph.errors import RecordError
+from core.errors import RecordError
 from graph.ingest.builder import BatchBuilder, ParsedFile
 from graph.ingest.fields import Loc, content_id
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from graph.errors import RecordError
+from core.errors import RecordError
 from graph.ingest.fields import LOINC, UCUM, Coding, Loc
 from graph.schema import Node, NodeType
 from graph.timeutil import to_iso

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from graph.errors import RecordError
+from core.errors import RecordError
 from graph.timeutil import parse_fhir_time
 
 __all__ = ["Coding", "Loc", "content_id", "pick_coding"]

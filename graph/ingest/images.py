@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from graph.errors import RecordError
+from core.errors import RecordError
 from graph.ingest.builder import BatchBuilder, ParsedFile
 from graph.ingest.fields import DICOM_DCM
 from graph.schema import Node, NodeType

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from graph.errors import RecordError
+from core.errors import RecordError
 from graph.ingest.builder import ParsedFile
 from graph.ingest.fhir import parse_bundle, parse_fhir_resources, parse_json_text, parse_ndjson
 from graph.ingest.report import FileReport, IngestReport
@@ -185,10 +185,7 @@ def _ingest_one(store: GraphStore, unit: Path, *, patient_id: str | None, keep_g
     try:
         parsed = parse_path(unit, patient_id=patient_id)
         fmt = parsed.format
-        try:
-            stats = store.write(parsed.batch)
-        except ValueError as exc:  # schema violation against what is already stored
-            raise RecordError(f"batch conflicts with the store: {exc}", file=str(unit)) from exc
+        stats = store.write(parsed.batch)  # SchemaError (a RecordError) names what conflicts
     except RecordError as exc:
         err = exc.with_context(file=str(unit))
         if not keep_going:

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from graph.errors import RecordError
+from core.errors import RecordError
 from graph.ingest.builder import BatchBuilder, ParsedFile
 from graph.ingest.fields import LOINC, RXNORM, SNOMED, content_id
 from graph.schema import Node, NodeType, Rel

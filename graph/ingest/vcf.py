@@ -24,7 +24,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-from graph.errors import RecordError
+from core.errors import RecordError
 from graph.ingest.builder import BatchBuilder, ParsedFile
 from graph.schema import Node, NodeType
 from graph.timeutil import utc

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from graph.errors import StoreError
+from core.errors import StoreError
 from graph.store.base import GraphStore, NodeQuery, StoreCounts, WriteStats
 from graph.store.sqlite import SQLiteStore
 

@@ -9,7 +9,7 @@ schema or server settings, nor read local files or URLs:
 4. it runs in a READ-access transaction (the server itself refuses writes there) with a
    timeout, and at most ``row_limit`` rows come back.
 
-Rejections raise :class:`~graph.errors.QueryError` saying why.
+Rejections raise :class:`~core.errors.QueryError` saying why.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from neo4j.graph import Node as GraphNode
 from neo4j.graph import Path as GraphPath
 from neo4j.graph import Relationship as GraphRelationship
 
-from graph.errors import QueryError, StoreError
+from core.errors import QueryError, StoreError
 from graph.store.base import GraphStore
 
 __all__ = ["CypherResult", "run_read_cypher"]

@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import neo4j
 from neo4j.exceptions import AuthError, ClientError, DriverError, Neo4jError, ServiceUnavailable
 
-from graph.errors import QueryError, StoreError
+from core.errors import QueryError, StoreError
 from graph.predicates import All, AnyOf, CarriesVariant, HasCondition, LabValue, Not, OnMedication, Predicate
 from graph.schema import Edge, GraphBatch, Node, NodeType, Rel, gene_id
 from graph.store.base import NodeQuery, StoreCounts, WriteStats

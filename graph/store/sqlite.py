@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from graph.errors import QueryError, StoreError
+from core.errors import QueryError, StoreError
 from graph.predicates import All, AnyOf, CarriesVariant, HasCondition, LabValue, Not, OnMedication, Predicate
 from graph.schema import Edge, GraphBatch, Node, NodeType, Rel, gene_id
 from graph.store.base import NodeQuery, StoreCounts, WriteStats

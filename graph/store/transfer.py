@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from graph.errors import StoreError
+from core.errors import StoreError
 from graph.schema import Edge, GraphBatch
 from graph.store.base import GraphStore, NodeQuery
 

@@ -1,14 +1,14 @@
 """Built-in regimen plan files, one YAML file per condition of the synthetic cohort.
 
 ``diabetes``, ``hypertension``, ``lipids`` and ``general`` (no treatment, continue current
-therapy). Drug names resolve through the synthetic cohort's drug table.
+therapy). Drug names resolve through the model's vocabulary and ``scenarios/drug_names.json``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from scenarios.errors import PlanError
+from core.errors import PlanError
 from scenarios.plan import TreatmentPlan, load_plans
 
 __all__ = ["REGIMEN_DIR", "conditions", "find_regimen", "load_regimens"]

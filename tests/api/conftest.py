@@ -121,7 +121,7 @@ class Cohort:
 
 @pytest.fixture(scope="session")
 def cohort(live: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Cohort:
-    from twin.synthetic.cohort import SynthConfig, generate_cohort
+    from synthetic.cohort import SynthConfig, generate_cohort
 
     root = tmp_path_factory.mktemp("cohort")
     generate_cohort(SynthConfig(patients=12, years=2.0, seed=7), root)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from api.jobs import INTERRUPTED, JobRunner
 from api.security import KeyStore, KeyStoreError, RateLimiter
 from api.settings import Settings, load_settings
-from graph.errors import TwinError
+from core.errors import TwinError
 
 
 def test_keys_are_stored_hashed_and_verified(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "twin.cli", "demo", "--out", str(out), "--patients", "60", "--epochs", "2",
+        [sys.executable, "-m", "cli", "demo", "--out", str(out), "--patients", "60", "--epochs", "2",
          "--members", "1", "--json"],
         capture_output=True, text=True, timeout=900,
     )

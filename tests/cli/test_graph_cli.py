@@ -17,7 +17,7 @@ PATIENT = next(e["resource"]["id"] for e in json.loads(BUNDLE.read_text())["entr
 
 def twin(*args: str, store: Path, check: bool = True) -> tuple[int, dict]:
     env = {**os.environ, "TWIN_STORE": f"sqlite:///{store}"}
-    proc = subprocess.run([sys.executable, "-m", "twin.cli", *args, "--json"], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-m", "cli", *args, "--json"], capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"twin {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc.returncode, json.loads(proc.stdout)

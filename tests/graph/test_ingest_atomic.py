@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from graph.errors import RecordError
+from core.errors import RecordError
 from graph.ingest import ingest_paths, parse_file
 from graph.schema import NodeType
 from graph.store.base import NodeQuery

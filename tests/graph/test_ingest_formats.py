@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from graph.errors import RecordError
+from core.errors import RecordError
 from graph.ingest import expand_paths, ingest_paths, parse_bundle, parse_file, parse_fhir_resources
 from graph.schema import NodeType, Rel
 from graph.store.base import NodeQuery

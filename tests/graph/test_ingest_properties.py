@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graph.errors import RecordError
+from core.errors import RecordError
 from graph.ingest import parse_bundle, parse_file, parse_fhir_resources
 from graph.schema import NodeType
 from graph.store.sqlite import SQLiteStore

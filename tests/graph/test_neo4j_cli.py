@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from graph.store.base import GraphStore, NodeQuery
 from graph.store.sqlite import SQLiteStore
 from tests.graph.store_samples import every_type_batch
-from twin.cli import app
-from twin.cli.neo4j_commands import parse_params
+from cli import app
+from cli.neo4j_commands import parse_params
 
 pytestmark = pytest.mark.neo4j
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from graph.errors import QueryError
+from core.errors import QueryError
 from graph.predicates import All, AnyOf, CarriesVariant, HasCondition, LabValue, Not, OnMedication
 from graph.schema import NodeType, Rel
 from graph.store.base import GraphStore, NodeQuery

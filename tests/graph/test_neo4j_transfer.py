@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from graph.errors import StoreError
+from core.errors import StoreError
 from graph.schema import Edge, GraphBatch, Rel
 from graph.store.base import GraphStore, NodeQuery
 from graph.store.sqlite import SQLiteStore

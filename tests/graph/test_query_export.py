@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import networkx as nx
 import pytest
 
-from graph.errors import QueryError
+from core.errors import QueryError
 from graph.export import deidentify, to_hetero_data, to_networkx, to_node_link
 from graph.predicates import CarriesVariant, HasCondition, LabValue, OnMedication, predicate_from_dict
 from graph.query import cohort, find_nodes, neighbourhood, patient_graph, timeline

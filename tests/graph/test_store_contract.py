@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from graph.errors import QueryError
+from core.errors import QueryError
 from graph.export import to_hetero_data, to_networkx, to_node_link
 from graph.predicates import All, AnyOf, CarriesVariant, HasCondition, LabValue, Not, OnMedication
 from graph.query import neighbourhood, patient_graph, timeline
@@ -242,7 +242,7 @@ def test_query_layer_and_exports(cohort_store: GraphStore) -> None:
 def test_within_days_outside_the_calendar_is_a_query_error(store):
     from datetime import UTC, datetime
 
-    from graph.errors import QueryError
+    from core.errors import QueryError
     from graph.predicates import LabValue
 
     with pytest.raises(QueryError, match="outside the calendar"):

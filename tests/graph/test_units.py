@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from graph.errors import RecordError
+from core.errors import RecordError
 from graph.units import CANONICAL, canonical_unit, convert, normalize_unit, to_canonical
 
 

@@ -19,7 +19,7 @@ from twin.image_encoder import ImageEncoder
 from twin.model import ModelConfig
 from twin.model.checkpoint import TwinEnsemble
 from twin.twin import Twin
-from twin.vocab import build_vocabulary
+from twin.features.vocab import build_vocabulary
 
 
 def _toy_module() -> Any:
@@ -32,7 +32,7 @@ def _toy_module() -> Any:
 
 @pytest.fixture(scope="session")
 def toy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Folder holding the toy store (``toy.db``) and the saved model (``model.pt``)."""
+    """Folder holding the toy store (``toy.db``) and the model registry (``models/toy/model.pt``)."""
     return tmp_path_factory.mktemp("scen")
 
 
@@ -53,7 +53,7 @@ def toy_twins(toy_dir: Path) -> Iterator[list[Twin]]:
         m.eval()
         members.append(m)
     ens = TwinEnsemble(members, spec, ImageEncoder(), cfg)
-    ens.save(toy_dir / "model.pt")
+    ens.save(toy_dir / "models" / "toy" / "model.pt")
     t0 = toy.START + timedelta(days=700)
     yield [Twin.load(store, r.patient_id, ens, as_of=t0) for r in recs]
     store.close()

@@ -1,45 +1,47 @@
-"""``twin simulate`` argument handling and error reporting; PNG plots; the public surface."""
+"""``twin simulate`` argument handling and error reporting; PNG plots."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from scenarios.errors import PlanError
-from scenarios.plots import plot_trajectories
-from scenarios.result import ScenarioResult
-from twin.cli import app
-from twin.cli.scenario_commands import parse_horizon, parse_threshold
+from cli import app
+from core import PlanError, TwinError, parse_duration
+from scenarios import ScenarioResult, Threshold, plot_trajectories
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_public_surface_is_sorted_and_importable() -> None:
-    # in a fresh interpreter: under pytest, tests/scenarios can shadow the package name
-    code = "import scenarios as s; assert s.__all__ == sorted(s.__all__); [getattr(s, n) for n in s.__all__]; print(len(s.__all__))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert int(out.stdout.strip()) >= 15
+@pytest.mark.parametrize(("text", "days"), [("365d", 365), ("90", 90), ("26w", 182), ("1y", 365.25), ("6m", 182.625),
+                                           ("2 years", 730.5), (30, 30)])
+def test_one_duration_parser(text: str | int, days: float) -> None:
+    assert parse_duration(text) == pytest.approx(days)
 
 
-@pytest.mark.parametrize(("text", "days"), [("365d", 365), ("90", 90), ("26w", 182), ("1y", 365.25), ("6m", 182.625)])
-def test_horizon_parsing(text: str, days: float) -> None:
-    assert parse_horizon(text) == pytest.approx(days)
-
-
-def test_bad_horizon_and_threshold_are_plan_errors() -> None:
-    with pytest.raises(PlanError, match="--horizon"):
-        parse_horizon("a year")
-    with pytest.raises(PlanError, match="--threshold"):
-        parse_threshold("eGFR about 45")
-    th = parse_threshold("eGFR<45")
+def test_bad_horizon_and_threshold_are_named_errors() -> None:
+    with pytest.raises(TwinError, match="--horizon 'a year'"):
+        parse_duration("a year", what="--horizon")
+    with pytest.raises(TwinError, match="positive"):
+        parse_duration("0d")
+    with pytest.raises(PlanError, match="threshold 'eGFR about 45'"):
+        Threshold.parse("eGFR about 45")
+    th = Threshold.parse("eGFR<45")
     assert (th.lab, th.op, th.value) == ("eGFR", "<", 45.0)
+
+
+def test_forecast_and_simulate_read_a_horizon_the_same(tmp_path: Path) -> None:
+    """Both commands refuse the same bad horizon with the same message (one parser)."""
+    msgs = []
+    for cmd in (["forecast", "p1"], ["simulate", "p1", "--plan", "builtin:general"]):
+        r = CliRunner().invoke(app, [*cmd, "--horizon", "soon", "--json", "--store", f"sqlite:///{tmp_path}/s.db",
+                                     "--models", str(tmp_path / "models")])
+        assert r.exit_code == 1, r.output
+        msgs.append(json.loads(r.stdout)["error"]["reason"])
+    assert msgs[0] == msgs[1] and "soon" in msgs[0]
 
 
 def test_cli_reports_a_bad_plan_file_as_json(tmp_path: Path) -> None:
@@ -80,7 +82,7 @@ def test_cli_simulates_ranks_and_plots_a_stored_twin(toy_dir: Path, treated_twin
         "  - {name: double, actions: [{drug: D1, dose: 1, unit: g, frequency: bid}]}\n")
     png = tmp_path / "traj.png"
     args = ["simulate", treated_twin.patient_id, "--plan", str(plans), "--horizon", "120d",
-            "--model", str(toy_dir / "model.pt"), "--store", f"sqlite:///{toy_dir / 'toy.db'}",
+            "--model", "toy", "--models", str(toy_dir / "models"), "--store", f"sqlite:///{toy_dir / 'toy.db'}",
             "--as-of", treated_twin.as_of.isoformat(), "--objective", "minimise T1 at 100d",
             "--threshold", "T1<6", "--samples", "4", "--plot", str(png)]
     r = CliRunner().invoke(app, [*args, "--json"])

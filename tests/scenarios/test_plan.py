@@ -11,14 +11,15 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graph.errors import TwinError
-from scenarios.drugs import DrugCatalog, default_catalog
-from scenarios.errors import PlanError
+from core.errors import TwinError
+from scenarios.drugs import DrugCatalog
+from synthetic.drugs import DRUGS
+from core.errors import PlanError
 from scenarios.plan import Action, TreatmentPlan, frequency_per_day, load_plan, load_plans, unit_to_mg
 from scenarios.regimens import conditions, find_regimen, load_regimens
-from twin.synthetic.drugs import DRUGS
+from synthetic.drugs import DRUGS
 
-CAT = default_catalog()
+CAT = DrugCatalog.from_mapping({d.code: [d.key, d.display] for d in DRUGS})
 METFORMIN = next(d for d in DRUGS if d.key == "metformin").code
 LISINOPRIL = next(d for d in DRUGS if d.key == "lisinopril").code
 ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scenarios.errors import PlanError
+from core.errors import PlanError
 from scenarios.rank import Objective, rank
 from scenarios.result import ScenarioResult
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from scenarios.drugs import DrugCatalog
-from scenarios.errors import PlanError
+from core.errors import PlanError
 from scenarios.plan import Action, TreatmentPlan
 from scenarios.result import Threshold
 from scenarios.simulate import prepare, simulate

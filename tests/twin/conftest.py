@@ -20,8 +20,8 @@ def toy_store(tmp_path_factory: pytest.TempPathFactory) -> SQLiteStore:
 
 @pytest.fixture(scope="session")
 def toy_model(toy_store: SQLiteStore, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from twin.train import TrainConfig, train
+    from twin import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("model") / "model.pt"
+    out = tmp_path_factory.mktemp("models") / "toy" / "model.pt"  # a registry holding model "toy"
     train(toy_store, TrainConfig(epochs=6, members=2, progress=False, image_epochs=5), out)
     return out

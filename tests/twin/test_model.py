@@ -16,7 +16,7 @@ from graph.store.sqlite import SQLiteStore
 from twin.features import FeatureSpec, build_graph, choose_origins, load_records
 from twin.model import LatentDynamics, ModelConfig, TwinModel, solve
 from twin.model.checkpoint import TwinEnsemble
-from twin.vocab import build_vocabulary
+from twin.features.vocab import build_vocabulary
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from graph.errors import TwinError
+from core.errors import TwinError
 from graph.ingest import ingest_paths
 from graph.schema import NodeType
 from graph.store.base import NodeQuery
 from graph.store.sqlite import SQLiteStore
-from twin.synthetic import DRUGS, SynthConfig, generate_cohort, load_truth
+from synthetic import DRUGS, SynthConfig, generate_cohort, load_truth
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -134,7 +134,7 @@ def test_config_validation() -> None:
 
 
 def test_cli_synth(tmp_path: Path) -> None:
-    from twin.cli import app
+    from cli import app
 
     res = CliRunner().invoke(app, ["synth", "--patients", "4", "--seed", "1", "--years", "0.5", "--out",
                                    str(tmp_path), "--json"])
@@ -147,7 +147,7 @@ def test_cli_synth(tmp_path: Path) -> None:
 
 
 def test_public_surface_is_listed_and_sorted() -> None:
-    import twin.synthetic as synth
+    import synthetic as synth
 
     assert synth.__all__ == sorted(synth.__all__, key=lambda s: (not s.isupper(), s))
     assert {"SynthConfig", "generate_cohort", "load_truth", "simulate", "DRUGS", "TARGET_LABS", "Plan", "Action"} <= set(

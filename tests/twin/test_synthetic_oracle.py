@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graph.errors import TwinError
-from twin.synthetic import LABS, TARGET_LABS, Action, Plan, SynthConfig, generate_cohort, load_truth, simulate
-from twin.synthetic.truth import PatientTruth
+from core.errors import TwinError
+from synthetic import LABS, TARGET_LABS, Action, Plan, SynthConfig, generate_cohort, load_truth, simulate
+from synthetic.truth import PatientTruth
 
 HBA1C, LDL, SBP = LABS["hba1c"].code, LABS["ldl"].code, LABS["sbp"].code
 ATORVASTATIN, METFORMIN = "617312", "860975"

@@ -7,11 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from twin.synthetic import LABS, Action, Plan, SynthConfig, generate_cohort, load_truth, simulate
-from twin.synthetic.genotype import VARIANTS, variant_index
-from twin.synthetic.images import kidney_features, render_kidney
-from twin.synthetic.physiology import RANDOM_EFFECT_SD, creatinine_from_egfr, egfr_from_creatinine, sample_params
-from twin.synthetic.truth import PatientTruth
+from synthetic import LABS, Action, Plan, SynthConfig, generate_cohort, load_truth, simulate
+from synthetic.genotype import VARIANTS, variant_index
+from synthetic.images import kidney_features, render_kidney
+from synthetic.physiology import RANDOM_EFFECT_SD, creatinine_from_egfr, egfr_from_creatinine, sample_params
+from synthetic.truth import PatientTruth
 
 HBA1C, EGFR, SBP, LDL, K = (LABS[k].code for k in ("hba1c", "egfr", "sbp", "ldl", "potassium"))
 METFORMIN, EMPAGLIFLOZIN, LISINOPRIL, AMLODIPINE, ATORVASTATIN = "860975", "1545658", "314076", "197361", "617312"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from graph.errors import TwinError
+from core.errors import TwinError
 from graph.store.sqlite import SQLiteStore
 from twin.baselines import lab_history, last_value
 from twin.features import FeatureSpec, load_records
@@ -96,7 +96,7 @@ def test_unusable_inputs_raise_twin_errors(toy_store: SQLiteStore, tmp_path: Pat
 
 def test_examples_only_use_patients_own_records(toy_store: SQLiteStore) -> None:
     recs = [load_records(toy_store, p) for p in toy_store.patient_ids()[:4]]
-    from twin.vocab import build_vocabulary
+    from twin.features.vocab import build_vocabulary
 
     vocab, norms = build_vocabulary(recs)
     exs = build_examples(recs, FeatureSpec(vocab, norms), 3, 365, seed=0)

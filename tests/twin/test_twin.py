@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from graph.errors import TwinError
+from core.errors import TwinError
 from graph.schema import Node, NodeType
 from graph.store.sqlite import SQLiteStore
-from twin.cli import app
+from cli import app
 from twin.features import DoseAction
 from twin.model.checkpoint import TwinEnsemble
 from twin.twin import Twin
@@ -77,19 +77,26 @@ def test_unknown_patient(toy_store: SQLiteStore, toy_model: Path) -> None:
 
 def test_cli_forecast_and_train(toy_store: SQLiteStore, toy_model: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    res = runner.invoke(app, ["forecast", "toy5", "--model", str(toy_model), "--store", toy_store.url,
+    registry = ["--models", str(toy_model.parents[1])]
+    res = runner.invoke(app, ["forecast", "toy5", "--model", "toy", *registry, "--store", toy_store.url,
                               "--horizon", "12w", "--samples", "4", "--json", "--plot", str(tmp_path / "f.png")])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["ok"] and doc["horizon_days"] == 84 and Path(doc["plot"]).is_file()
-    bad = runner.invoke(app, ["forecast", "toy5", "--model", str(toy_model), "--store", toy_store.url,
+    bad = runner.invoke(app, ["forecast", "toy5", "--model", "toy", *registry, "--store", toy_store.url,
                               "--horizon", "soon", "--json"])
-    assert bad.exit_code == 1 and "expected a duration" in bad.stdout
-    out = tmp_path / "cli.pt"
-    res = runner.invoke(app, ["train", "--data", toy_store.url, "--out", str(out), "--epochs", "1", "--members", "1",
-                              "--json"])
+    assert bad.exit_code == 1 and "write a number of days or a duration" in bad.stdout
+    missing = runner.invoke(app, ["forecast", "toy5", "--model", "nope", *registry, "--store", toy_store.url, "--json"])
+    assert missing.exit_code == 1
+    assert "no trained model named 'nope'" in missing.stdout and "models: toy" in missing.stdout
+    res = runner.invoke(app, ["train", "--name", "cli", "--models", str(tmp_path / "reg"), "--store", toy_store.url,
+                              "--epochs", "1", "--members", "1", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["checkpoint"] == str(out) and out.is_file()
+    doc = json.loads(res.stdout)
+    assert doc["checkpoint"] == "cli" and (tmp_path / "reg" / "cli" / "model.pt").is_file()
+    assert doc["cohort"] == {"store": "sqlite:toy.db", "patients": 30} and doc["trained_at"]
+    listed = json.loads(runner.invoke(app, ["models", "--models", str(tmp_path / "reg"), "--json"]).stdout)
+    assert [m["name"] for m in listed["models"]] == ["cli"] and listed["models"][0]["cohort"]["patients"] == 30
 
 
 def test_trained_model_learns_the_drug_effect(toy_store: SQLiteStore, toy_model: Path) -> None:

@@ -31,12 +31,12 @@ import numpy as np
 import torch
 from torch_geometric.data import HeteroData
 
-from graph.errors import TwinError
+from core.errors import TwinError
 from graph.schema import Node, NodeType, Rel
 from graph.timeutil import days_between
 from twin.features.records import PatientRecords, age_years, daily_dose, gene_symbol, sex_of
 from twin.features.treatment import actions_from_records, dose_schedule
-from twin.vocab import Normalisers, Vocabulary, concept_key, event_kind_of
+from twin.features.vocab import Normalisers, Vocabulary, concept_key, event_kind_of
 
 __all__ = ["EVENT_NODE_TYPES", "FeatureSpec", "build_graph", "drop_modalities", "edge_types", "node_dims", "time_encoding"]
 

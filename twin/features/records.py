@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from graph.errors import TwinError
+from core.errors import TwinError
 from graph.schema import Edge, Node, NodeType, Rel
 from graph.store.base import GraphStore, NodeQuery
 from graph.timeutil import days_between, parse_fhir_time

@@ -16,7 +16,7 @@ import numpy as np
 from graph.schema import NodeType
 from graph.timeutil import days_between
 from twin.features.records import PatientRecords, death_time
-from twin.vocab import Normalisers, Vocabulary, event_kind_of
+from twin.features.vocab import Normalisers, Vocabulary, event_kind_of
 
 __all__ = ["Targets", "build_targets", "change_origins", "choose_origins"]
 

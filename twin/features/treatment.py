@@ -15,11 +15,11 @@ from datetime import datetime
 import numpy as np
 import torch
 
-from graph.errors import TwinError
+from core.errors import TwinError
 from graph.schema import NodeType
 from graph.timeutil import days_between
 from twin.features.records import PatientRecords, daily_dose
-from twin.vocab import Normalisers, Vocabulary
+from twin.features.vocab import Normalisers, Vocabulary
 
 __all__ = ["DoseAction", "actions_from_records", "dose_schedule"]
 

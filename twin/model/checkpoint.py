@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 
-from graph.errors import TwinError
+from core.errors import ModelError
 from twin.features.hetero import FeatureSpec, node_dims
 from twin.image_encoder import ImageEncoder
-from twin.model.config import ModelConfig
+from twin.config import ModelConfig
 from twin.model.twin_model import TwinModel
-from twin.vocab import Normalisers, Vocabulary
+from twin.features.vocab import Normalisers, Vocabulary
 
-__all__ = ["CHECKPOINT_FORMAT", "TwinEnsemble"]
+__all__ = ["CHECKPOINT_FORMAT", "TwinEnsemble", "load_model"]
 
 CHECKPOINT_FORMAT = "patient-twin/model@3"  # @2: lab levels, counts, trends; @3: first-order image statistics
 
@@ -82,17 +82,17 @@ class TwinEnsemble:
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> TwinEnsemble:
-        """Read a checkpoint written by :meth:`save`; raises :class:`TwinError` naming the file."""
+        """Read a checkpoint written by :meth:`save`; raises :class:`ModelError` naming the file."""
         path = Path(path)
         if not path.is_file():
-            raise TwinError(f"model checkpoint {path} does not exist")
+            raise ModelError(f"model checkpoint {path} does not exist")
         try:
             doc = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for corrupt or foreign files
-            raise TwinError(f"model checkpoint {path} cannot be read: {exc}") from exc
+            raise ModelError(f"model checkpoint {path} cannot be read: {exc}") from exc
         if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
             found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-            raise TwinError(f"model checkpoint {path}: expected format {CHECKPOINT_FORMAT!r}, found {found!r}")
+            raise ModelError(f"model checkpoint {path}: expected format {CHECKPOINT_FORMAT!r}, found {found!r}")
         cfg = ModelConfig(**doc["model_config"])
         spec = FeatureSpec(Vocabulary.from_dict(doc["vocab"]), Normalisers.from_dict(doc["normalisers"]),
                            **doc["feature_spec"])
@@ -104,3 +104,8 @@ class TwinEnsemble:
             members.append(m)
         ens = cls(members, spec, ImageEncoder.from_state(doc["image_encoder"]), cfg, doc["train_config"], doc["report"])
         return ens.to(device)
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> TwinEnsemble:
+    """The trained ensemble in checkpoint ``path`` (written by :func:`twin.train`), on ``device``."""
+    return TwinEnsemble.load(path, device)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 
 from twin.features.batch import ExampleBatch
-from twin.model.config import ModelConfig
+from twin.config import ModelConfig
 from twin.model.decoders import LabDecoder
 from twin.model.dynamics import LatentDynamics, solve
 from twin.model.hetero_encoder import HeteroPatientEncoder

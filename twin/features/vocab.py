@@ -11,13 +11,11 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from graph.errors import TwinError
+from core.errors import TwinError
 from graph.schema import Node, NodeType
-
-if TYPE_CHECKING:
-    from twin.features.records import PatientRecords
+from twin.features.records import PatientRecords, age_years, daily_dose, death_time, gene_symbol
 
 __all__ = [
     "INPATIENT_CLASSES",
@@ -95,6 +93,7 @@ class Vocabulary:
     event_kinds: list[str] = field(default_factory=list)
     target_units: dict[str, str] = field(default_factory=dict)
     target_names: dict[str, str] = field(default_factory=dict)
+    drug_names: dict[str, str] = field(default_factory=dict)  # display name in the records, per drug code
 
     def __post_init__(self) -> None:
         self._concept_ix = {c: i for i, c in enumerate(self.concepts)}
@@ -124,7 +123,8 @@ class Vocabulary:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in (
-            "concepts", "target_labs", "input_labs", "drugs", "genes", "event_kinds", "target_units", "target_names")}
+            "concepts", "target_labs", "input_labs", "drugs", "genes", "event_kinds", "target_units", "target_names",
+            "drug_names")}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Vocabulary:
@@ -159,13 +159,13 @@ def build_vocabulary(
     lab_units: dict[str, str] = {}
     lab_names: dict[str, str] = {}
     drug_doses: dict[str, list[float]] = defaultdict(list)
+    drug_names: dict[str, str] = {}
     drug_patients: Counter[str] = Counter()
     concept_counts: Counter[str] = Counter()
     genes: Counter[str] = Counter()
     events: Counter[str] = Counter()
     ages: list[float] = []
     n_patients = 0
-    from twin.features.records import age_years, daily_dose, death_time, gene_symbol  # local: avoids an import cycle
 
     for rec in patients:
         nodes = rec.nodes
@@ -185,6 +185,8 @@ def build_vocabulary(
                     lab_names.setdefault(n.code, n.display)
             elif n.type is NodeType.MEDICATION and n.code:
                 drugs_here.add(n.code)
+                if n.display:
+                    drug_names.setdefault(n.code, n.display)
                 drug_doses[n.code].append(daily_dose(n))
             elif n.type is NodeType.VARIANT:
                 sym = gene_symbol(n, rec.genes)
@@ -232,5 +234,6 @@ def build_vocabulary(
         event_kinds=sorted(k for k, v in events.items() if v >= min_events),
         target_units={c: lab_units.get(c, "") for c in targets},
         target_names={c: lab_names.get(c, c) for c in targets},
+        drug_names={c: drug_names[c] for c in drugs if c in drug_names},
     )
     return vocab, norms

@@ -11,7 +11,7 @@ Four interacting chronic processes per patient (equations and ranges in ``docs/s
 
 Two Ornstein-Uhlenbeck disturbances (diet/adherence) perturb the glycaemic and BP
 set-points; their innovations come from a per-patient seed in 365-day blocks so that any
-replay (:mod:`twin.synthetic.oracle`) sees exactly the same disturbances.
+replay (:mod:`synthetic.oracle`) sees exactly the same disturbances.
 
 The model is integrated on a daily grid with the exact solution of each linear relaxation
 over one day (exponential Euler), so generation and replay are bit-identical.
@@ -24,8 +24,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from twin.synthetic.drugs import DRUGS, EC50, HILL, K_EFFECT, K_PK
-from twin.synthetic.genotype import VARIANTS, variant_index
+from synthetic.drugs import DRUGS, EC50, HILL, K_EFFECT, K_PK
+from synthetic.genotype import VARIANTS, variant_index
 
 __all__ = [
     "LABS",

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from graph.errors import TwinError
-from twin.cli.common import JsonOpt, emit_json, fail
+from core import TwinError
+from cli.common import JsonOpt, emit_json, fail
 
 __all__ = ["register"]
 
@@ -27,7 +27,7 @@ def synth(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a synthetic cohort with known ground truth (FHIR R4 bundles + truth files)."""
-    from twin.synthetic import SynthConfig, generate_cohort
+    from synthetic import SynthConfig, generate_cohort
 
     t0 = time.perf_counter()
     try:
@@ -58,8 +58,8 @@ def synth_plots(
     seed: Annotated[int, typer.Option(help="Seed of the generated cohort.")] = 7,
 ) -> None:
     """Write PNG figures of a few patients (hidden trajectories, observations, treatments, what-ifs)."""
-    from twin.synthetic import SynthConfig, generate_cohort
-    from twin.synthetic.plots import plot_cohort
+    from synthetic import SynthConfig, generate_cohort
+    from synthetic.plots import plot_cohort
 
     try:
         if cohort is None:

@@ -5,27 +5,27 @@ per-patient ground truth; ``simulate(truths, plans, horizon_days, origin=...)`` 
 patient under any treatment plan (the oracle). See ``docs/synthetic.md``.
 """
 
-from twin.synthetic.cohort import CohortSummary, SynthConfig, confounding_auc, generate_cohort
-from twin.synthetic.drugs import DRUG_INDEX, DRUGS, Drug, drug_by_code
-from twin.synthetic.genotype import VARIANTS, Variant
-from twin.synthetic.oracle import Action, Plan, SimulationResult, simulate
-from twin.synthetic.physiology import LABS, TARGET_LABS, LabSpec
-from twin.synthetic.truth import PatientTruth, load_truth
+from synthetic.cohort import CohortSummary, SynthConfig, confounding_auc, generate_cohort
+from synthetic.drugs import DRUG_INDEX, DRUGS, Drug, drug_by_code
+from synthetic.genotype import VARIANTS, Variant
+from synthetic.oracle import Action, Plan, SimulationResult, simulate
+from synthetic.physiology import LABS, TARGET_LABS, LabSpec
+from synthetic.truth import PatientTruth, load_truth
 
 __all__ = [
-    "DRUGS",
-    "DRUG_INDEX",
-    "LABS",
-    "TARGET_LABS",
-    "VARIANTS",
     "Action",
     "CohortSummary",
+    "DRUGS",
+    "DRUG_INDEX",
     "Drug",
+    "LABS",
     "LabSpec",
     "PatientTruth",
     "Plan",
     "SimulationResult",
     "SynthConfig",
+    "TARGET_LABS",
+    "VARIANTS",
     "Variant",
     "confounding_auc",
     "drug_by_code",

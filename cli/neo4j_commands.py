@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from graph.errors import QueryError, StoreError, TwinError
-from twin.cli.common import JsonOpt, StoreOpt, emit_json, fail
+from cli.common import JsonOpt, StoreOpt, emit_json, fail
+from core import QueryError, StoreError, TwinError
+from graph import copy_store, open_store, read_cypher
 
 __all__ = ["parse_params", "register"]
 
@@ -40,13 +41,10 @@ def cypher(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a read-only Cypher statement on a Neo4j store (writes, admin and LOAD CSV are refused)."""
-    from graph.store import open_store
-    from graph.store.cypher import run_read_cypher
-
     try:
         params = parse_params(param)
         with open_store(store) as st:
-            result = run_read_cypher(st, query, params, timeout_s=timeout, row_limit=limit)
+            result = read_cypher(st, query, params, timeout_s=timeout, row_limit=limit)
     except TwinError as exc:
         fail(exc, as_json)
         return
@@ -63,9 +61,6 @@ def cypher(
 
 
 def _copy(src_url: str, dst_url: str, merge: bool, batch_size: int, as_json: bool) -> None:
-    from graph.store import open_store
-    from graph.store.transfer import copy_store
-
     try:
         with open_store(src_url) as src, open_store(dst_url) as dst:
             report = copy_store(src, dst, batch_size=batch_size, require_empty=not merge)

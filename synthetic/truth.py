@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graph.errors import RecordError
+from core.errors import RecordError
 
 __all__ = ["PatientTruth", "load_truth"]
 

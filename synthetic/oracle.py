@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graph.errors import TwinError
-from twin.synthetic.drugs import DRUG_INDEX, DRUGS, drug_by_code
-from twin.synthetic.physiology import (
+from core.errors import TwinError
+from synthetic.drugs import DRUG_INDEX, DRUGS, drug_by_code
+from synthetic.physiology import (
     LABS,
     Params,
     egfr_from_creatinine,
@@ -26,8 +26,8 @@ from twin.synthetic.physiology import (
     response,
     step,
 )
-from twin.synthetic.records import measure
-from twin.synthetic.truth import PatientTruth
+from synthetic.records import measure
+from synthetic.truth import PatientTruth
 
 __all__ = ["Action", "Plan", "SimulationResult", "simulate"]
 

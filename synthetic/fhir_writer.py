@@ -12,11 +12,11 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from twin.synthetic.drugs import RXNORM_SYSTEM, drug_by_code
-from twin.synthetic.genotype import HGNC_SYSTEM, HGVS_SYSTEM, VARIANTS
-from twin.synthetic.images import IMAGE_SIZE
-from twin.synthetic.physiology import LABS, LOINC
-from twin.synthetic.records import CONDITIONS, PROCEDURES, PatientRecord
+from synthetic.drugs import RXNORM_SYSTEM, drug_by_code
+from synthetic.genotype import HGNC_SYSTEM, HGVS_SYSTEM, VARIANTS
+from synthetic.images import IMAGE_SIZE
+from synthetic.physiology import LABS, LOINC
+from synthetic.records import CONDITIONS, PROCEDURES, PatientRecord
 
 __all__ = ["PatientContext", "patient_bundle", "patient_uuid"]
 

@@ -1,56 +1,18 @@
-"""``twin simulate PATIENT --plan a.yaml --plan b.yaml --horizon 365d``: what-if plans on one twin."""
+"""``twin simulate PATIENT --plan a.yaml --plan builtin:diabetes --horizon 365d``: what-if plans on one twin."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from graph.errors import TwinError
-from twin.cli.common import JsonOpt, StoreOpt, emit_json, fail
+from cli.common import (DeviceOpt, JsonOpt, ModelOpt, ModelsOpt, StoreOpt, ThreadsOpt, emit_json, fail, parse_as_of,
+                        registry)
+from core import TwinError
+from service import DEFAULT_MODEL, DEFAULT_TORCH_THREADS
 
-__all__ = ["parse_horizon", "parse_threshold", "register"]
-
-_HORIZON = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(d|w|m|y)?\s*$", re.I)
-_THRESH = re.compile(r"^\s*(.+?)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
-
-
-def parse_horizon(text: str) -> float:
-    """``"365d"``, ``"52w"``, ``"6m"``, ``"1y"`` or ``"90"`` → days."""
-    from scenarios.errors import PlanError
-    from scenarios.rank import parse_days
-
-    m = _HORIZON.match(text)
-    if not m:
-        raise PlanError(f"--horizon {text!r}: write a number of days, e.g. 365d, 26w, 6m or 1y")
-    return round(parse_days(m.group(1), m.group(2)), 6)
-
-
-def parse_threshold(text: str) -> Any:
-    """``"eGFR<45"`` → :class:`scenarios.result.Threshold`."""
-    from scenarios.errors import PlanError
-    from scenarios.result import Threshold
-
-    m = _THRESH.match(text)
-    if not m:
-        raise PlanError(f"--threshold {text!r}: write LAB OP VALUE, e.g. 'eGFR<45'")
-    return Threshold(m.group(1), m.group(2), float(m.group(3)))
-
-
-def _plans(specs: list[str]) -> list[Any]:
-    from scenarios.plan import load_plans
-    from scenarios.regimens import conditions, find_regimen, load_regimens
-
-    out = []
-    for spec in specs:
-        if spec.startswith("builtin:"):
-            key = spec.removeprefix("builtin:")
-            out.extend(load_regimens(key) if key in conditions() else [find_regimen(key)])
-        else:
-            out.extend(load_plans(Path(spec)))
-    return out
+__all__ = ["register"]
 
 
 def simulate_cmd(
@@ -58,8 +20,8 @@ def simulate_cmd(
     plan: Annotated[list[str], typer.Option("--plan", help="Plan file (YAML/JSON; may hold several plans) or "
                                             "builtin:CONDITION / builtin:'REGIMEN NAME'. Repeat for more.")],
     horizon: Annotated[str, typer.Option("--horizon", help="How far to simulate: 365d, 26w, 6m, 1y.")] = "365d",
-    model: Annotated[Path, typer.Option("--model", envvar="TWIN_MODEL", help="Fitted model checkpoint.")] = Path(
-        "twin-data/model.pt"),
+    model: ModelOpt = DEFAULT_MODEL,
+    models: ModelsOpt = None,
     store: StoreOpt = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Forecast origin (ISO date); default: latest record.")] = None,
     objective: Annotated[str | None, typer.Option("--objective", help="Rank plans, e.g. 'minimise HbA1c at 180d "
@@ -72,51 +34,27 @@ def simulate_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same numbers).")] = 0,
     strict: Annotated[bool, typer.Option("--strict", help="Refuse plans outside the model's training range.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of the trajectories per plan.")] = None,
+    device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = DEFAULT_TORCH_THREADS,
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate a patient's twin under several treatment plans in one batched solve; compare and rank."""
-    from graph.store import open_store
-    from graph.timeutil import parse_fhir_time
-    from scenarios.plots import plot_trajectories
-    from scenarios.rank import rank
-    from scenarios.simulate import simulate
+    from graph import open_store
+    from service import plans_from_specs, set_torch_threads, simulate_patient
 
     try:
-        days = parse_horizon(horizon)
-        plans = _plans(plan)
-        ths = [parse_threshold(t) for t in threshold or []]
-        from scenarios.rank import Objective
-
-        obj = Objective.parse(objective) if objective else None
-        origin = None
-        if as_of:
-            try:
-                origin = parse_fhir_time(as_of)
-            except ValueError as exc:
-                raise TwinError(f"--as-of: {exc}") from None
-        try:
-            from twin.twin import Twin
-        except ImportError as exc:
-            raise TwinError(f"the twin object (twin.twin.Twin) is not available: {exc}") from None
+        set_torch_threads(threads)
+        plans = plans_from_specs(plan)
         with open_store(store) as st:
-            tw = Twin.load(st, patient, model, as_of=origin)
-        extra = [obj.day] if obj is not None and obj.day <= days else []
-        result = simulate(tw, plans, days, n_samples=samples, seed=seed, strict=strict, reference=reference,
-                          thresholds=ths, extra_days=extra)
-        ranking = rank(result, obj) if obj is not None else None
-        png = plot_trajectories(result, plot) if plot else None
+            run = simulate_patient(st, registry(models, device), patient, plans, model=model, horizon=horizon,
+                                   as_of=parse_as_of(as_of), objective=objective, reference=reference,
+                                   thresholds=threshold or [], samples=samples, seed=seed, strict=strict, plot=plot)
     except TwinError as exc:
         fail(exc, as_json)
-        return
-    key_days = tuple(d for d in (90.0, 180.0, 365.0) if d <= days) or (days,)
-    if obj is not None and obj.day not in key_days and obj.day <= days:
-        key_days = (*key_days, obj.day)
-    doc = {"ok": True, **result.to_dict(days=key_days), "ranking": ranking.to_dict() if ranking else None,
-           "plot": str(png) if png else None}
     if as_json:
-        emit_json(doc)
+        emit_json({"ok": True, "model": model, **run.to_dict(), "plot": str(run.plot) if run.plot else None})
     else:
-        _print(result, ranking, key_days, png)
+        _print(run.result, run.ranking, run.days, run.plot)
 
 
 def _print(result: Any, ranking: Any, key_days: tuple[float, ...], png: Path | None) -> None:

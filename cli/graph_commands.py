@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -11,29 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from graph.errors import QueryError, TwinError
-from graph.timeutil import parse_fhir_time
-from twin.cli.common import JsonOpt, StoreOpt, emit_json, fail
+from cli.common import JsonOpt, StoreOpt, emit_json, fail, parse_as_of
+from core import QueryError, TwinError
+from graph import (NodeType, cohort, deidentify, find_nodes, ingest_paths, node_document, open_store, patient_graph,
+                   predicate_from_dict, timeline, to_networkx, to_node_link)
 
 __all__ = ["register"]
 
 query_app = typer.Typer(help="Query the patient graph: timelines, nodes, cohorts.", no_args_is_help=True)
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Cut the graph at this date/time (ISO 8601, UTC).")]
-
-
-def _as_of(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return parse_fhir_time(text)
-    except ValueError as exc:
-        raise QueryError(f"--as-of: {exc}") from None
-
-
-def _open(store_url: str | None):  # noqa: ANN202 - returns a GraphStore
-    from graph.store import open_store
-
-    return open_store(store_url)
 
 
 def ingest(
@@ -44,11 +29,11 @@ def ingest(
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest records into the graph store (one transaction per file; re-ingest adds nothing)."""
-    from graph.ingest import ingest_paths
     from rich.progress import Progress
 
+
     try:
-        with _open(store) as st:
+        with open_store(store) as st:
             with Progress(transient=True, disable=as_json) as bar:
                 task = bar.add_task("ingesting", total=None)
                 report = ingest_paths(st, paths, keep_going=keep_going, patient_id=patient,
@@ -98,18 +83,16 @@ def query_timeline(
     as_json: JsonOpt = False,
 ) -> None:
     """A patient's records in time order."""
-    from graph.query import timeline
-    from graph.schema import NodeType
 
     try:
         wanted = [NodeType(t) for t in types] if types else None
-        with _open(store) as st:
-            nodes = timeline(st, patient, as_of=_as_of(as_of), types=wanted)
+        with open_store(store) as st:
+            nodes = timeline(st, patient, as_of=parse_as_of(as_of), types=wanted)
     except ValueError as exc:
         fail(exc if isinstance(exc, TwinError) else QueryError(str(exc)), as_json)
         return
     if as_json:
-        emit_json({"ok": True, "patient_id": patient, "count": len(nodes), "nodes": [_node_doc(n) for n in nodes]})
+        emit_json({"ok": True, "patient_id": patient, "count": len(nodes), "nodes": [node_document(n) for n in nodes]})
         return
     t = Table(title=f"timeline of {patient} ({len(nodes)} records)")
     for c in ("time", "type", "code", "display", "value"):
@@ -128,16 +111,14 @@ def query_cohort(
     as_json: JsonOpt = False,
 ) -> None:
     """Patients for whom a composed predicate holds."""
-    from graph.predicates import predicate_from_dict
-    from graph.query import cohort
 
     try:
         try:
             spec = json.loads(predicate)
         except json.JSONDecodeError as exc:
             raise QueryError(f"predicate is not valid JSON: {exc}") from None
-        with _open(store) as st:
-            ids = cohort(st, predicate_from_dict(spec), as_of=_as_of(as_of))
+        with open_store(store) as st:
+            ids = cohort(st, predicate_from_dict(spec), as_of=parse_as_of(as_of))
     except TwinError as exc:
         fail(exc, as_json)
         return
@@ -162,26 +143,24 @@ def query_nodes(
     as_json: JsonOpt = False,
 ) -> None:
     """Nodes by type, code and time window."""
-    from graph.query import find_nodes
-    from graph.schema import NodeType
 
     try:
-        with _open(store) as st:
+        with open_store(store) as st:
             nodes = find_nodes(
                 st,
                 types=[NodeType(t) for t in types] if types else None,
                 codes=codes or None,
                 patient_id=patient,
-                start=_as_of(start),
-                end=_as_of(end),
-                as_of=_as_of(as_of),
+                start=parse_as_of(start, "--start"),
+                end=parse_as_of(end, "--end"),
+                as_of=parse_as_of(as_of),
                 limit=limit,
             )
     except ValueError as exc:
         fail(exc if isinstance(exc, TwinError) else QueryError(str(exc)), as_json)
         return
     if as_json:
-        emit_json({"ok": True, "count": len(nodes), "nodes": [_node_doc(n) for n in nodes]})
+        emit_json({"ok": True, "count": len(nodes), "nodes": [node_document(n) for n in nodes]})
     else:
         for n in nodes:
             typer.echo(f"{n.time.isoformat() if n.time else '-':25} {n.type.value:10} {n.code or '':12} {n.id}")
@@ -193,7 +172,7 @@ def graph_export(
     as_of: AsOfOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="node-link (JSON) or graphml.")] = "node-link",
     out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
-    deidentify: Annotated[bool, typer.Option(help="Hash ids and drop identifying properties (needs TWIN_DEID_SALT).")] = False,
+    deid: Annotated[bool, typer.Option("--deidentify", help="Hash ids and drop identifying properties (needs TWIN_DEID_SALT).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a patient's graph as of a time (node-link JSON or GraphML)."""
@@ -201,18 +180,15 @@ def graph_export(
 
     import networkx as nx
 
-    from graph.export import deidentify as deid
-    from graph.export import to_networkx, to_node_link
-    from graph.query import patient_graph
 
     try:
-        with _open(store) as st:
-            g = patient_graph(st, patient, as_of=_as_of(as_of))
-        if deidentify:
+        with open_store(store) as st:
+            g = patient_graph(st, patient, as_of=parse_as_of(as_of))
+        if deid:
             salt = os.environ.get("TWIN_DEID_SALT")
             if not salt:
                 raise QueryError("--deidentify needs a secret salt in TWIN_DEID_SALT")
-            g = deid(g, salt=salt)
+            g = deidentify(g, salt=salt)
         if fmt not in ("node-link", "graphml"):
             raise QueryError(f"--format must be node-link or graphml, got {fmt!r}")
     except TwinError as exc:
@@ -238,7 +214,7 @@ def graph_export(
 def summary(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Node and edge counts of the store."""
     try:
-        with _open(store) as st:
+        with open_store(store) as st:
             c = st.counts()
             url = st.url
             n_pat = len(st.patient_ids())
@@ -258,14 +234,6 @@ def summary(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     for k, v in c.edges.items():
         t.add_row("edge", k, str(v))
     Console().print(t)
-
-
-def _node_doc(n) -> dict:  # noqa: ANN001
-    from graph.store.codec import node_to_record
-
-    rec = node_to_record(n)
-    rec["props"] = dict(n.props)
-    return rec
 
 
 def register(app: typer.Typer) -> None:

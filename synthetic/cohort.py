@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from graph.errors import TwinError
-from twin.synthetic.drugs import DRUGS
-from twin.synthetic.fhir_writer import PatientContext, patient_bundle, patient_uuid
-from twin.synthetic.genotype import VARIANTS, sample_genotypes
-from twin.synthetic.physiology import LABS, sample_params
-from twin.synthetic.records import RecordOptions, run_records
-from twin.synthetic.truth import PatientTruth
+from core.errors import TwinError
+from synthetic.drugs import DRUGS
+from synthetic.fhir_writer import PatientContext, patient_bundle, patient_uuid
+from synthetic.genotype import VARIANTS, sample_genotypes
+from synthetic.physiology import LABS, sample_params
+from synthetic.records import RecordOptions, run_records
+from synthetic.truth import PatientTruth
 
 __all__ = ["CohortSummary", "SynthConfig", "confounding_auc", "generate_cohort"]
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from graph.errors import TwinError
-from twin.cli.common import JsonOpt, emit_json, fail
+from cli.common import JsonOpt, emit_json, fail
+from core import TwinError
 
 __all__ = ["register", "run_demo"]
 
@@ -29,7 +29,7 @@ def _say(quiet: bool, msg: str) -> None:
 
 def _pick_patient(store: Any) -> str:
     """A patient with diabetes and an HbA1c on record, else any patient with an HbA1c."""
-    from graph.predicates import HasCondition, LabValue
+    from graph import HasCondition, LabValue
 
     for pred in (HasCondition("44054006") & LabValue(HBA1C, ">", 0), LabValue(HBA1C, ">", 0)):
         ids = store.cohort(pred)
@@ -41,12 +41,12 @@ def _pick_patient(store: Any) -> str:
 def run_demo(out: Path, *, patients: int = 300, seed: int = 0, epochs: int = 15, members: int = 2,
              device: str = "cpu", quiet: bool = False) -> dict[str, Any]:
     """Run the demo into ``out`` and return its summary (also written to ``out/summary.json``)."""
-    from graph.ingest import ingest_paths
-    from graph.store import SQLiteStore
-    from scenarios import load_regimens, plot_trajectories, rank, simulate
-    from twin.synthetic import SynthConfig, generate_cohort
-    from twin.train import TrainConfig, train
-    from twin.twin import Twin
+    from graph import ingest_paths, open_store
+    from scenarios import load_regimens
+    from service import ModelRegistry, forecast_patient, set_torch_threads, simulate_patient, train_config, train_model
+    from synthetic import SynthConfig, generate_cohort
+
+    set_torch_threads()
 
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -60,33 +60,32 @@ def run_demo(out: Path, *, patients: int = 300, seed: int = 0, epochs: int = 15,
     t = time.perf_counter()
     _say(quiet, "[2/5] ingesting the FHIR bundles into the embedded store")
     db = out / "twin.db"
-    with SQLiteStore(db) as store:
+    registry = ModelRegistry(out / "models", device=device)
+    with open_store(f"sqlite:///{db}") as store:
         report = ingest_paths(store, [cohort_dir / "fhir"])
         counts = store.counts()
         seconds["ingest"] = time.perf_counter() - t
 
         t = time.perf_counter()
         _say(quiet, f"[3/5] training the GNN + neural-ODE twin ({members} members, up to {epochs} epochs, {device})")
-        cfg = TrainConfig(epochs=epochs, members=members, seed=seed, device=device, progress=not quiet)
-        model_path = out / "model.pt"
-        train_report = train(store, cfg, model_path)
+        cfg = train_config(epochs=epochs, members=members, seed=seed, device=device, progress=not quiet)
+        train_report = train_model(store, registry, "default", cfg)
         seconds["train"] = time.perf_counter() - t
 
         t = time.perf_counter()
         pid = _pick_patient(store)
         _say(quiet, "[4/5] forecasting one patient for 365 days")
-        twin = Twin.load(store, pid, model_path, device=device)
-        forecast = twin.forecast(horizon_days=365, n_samples=64)
-        twin.plot(out / "forecast.png", forecast)
-        explanation = twin.explain(lab=HBA1C, horizon_days=180, top_k=5)
+        run = forecast_patient(store, registry, pid, horizon=365, samples=64, plot=out / "forecast.png")
+        forecast = run.forecast
+        explanation = run.twin.explain(lab=HBA1C, horizon_days=180, top_k=5)
         seconds["forecast"] = time.perf_counter() - t
 
         t = time.perf_counter()
         _say(quiet, "[5/5] simulating and ranking three diabetes regimens in one batched solve")
-        plans = load_regimens("diabetes")[:3]
-        result = simulate([twin], plans, 365, n_samples=256, seed=seed)
-        ranking = rank(result, OBJECTIVE)
-        plot_trajectories(result, out / "scenarios.png")
+        scen = simulate_patient(store, registry, pid, load_regimens("diabetes")[:3], horizon=365, objective=OBJECTIVE,
+                                samples=256, seed=seed, plot=out / "scenarios.png")
+        result, ranking = scen.result, scen.ranking
+        assert ranking is not None  # an objective was given
         seconds["scenarios"] = time.perf_counter() - t
 
     summary = {
@@ -94,7 +93,7 @@ def run_demo(out: Path, *, patients: int = 300, seed: int = 0, epochs: int = 15,
         "cohort": {k: v for k, v in cohort.to_dict().items() if k != "patient_ids"} | {"patients": len(cohort.patient_ids)},
         "ingest": report.totals,
         "store_nodes": counts.nodes,
-        "train": {k: v for k, v in train_report.to_dict().items() if k != "members"},
+        "train": train_report,
         "patient": pid,
         "forecast": forecast.to_dict(),
         "explanation": [a.__dict__ for a in explanation],

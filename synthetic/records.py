@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from twin.synthetic.drugs import DRUGS
-from twin.synthetic.images import render_kidney
-from twin.synthetic.physiology import (
+from synthetic.drugs import DRUGS
+from synthetic.images import render_kidney
+from synthetic.physiology import (
     LABS,
     Params,
     egfr_from_creatinine,
@@ -106,7 +106,7 @@ _DRUG_POS = {d.key: i for i, d in enumerate(DRUGS)}
 
 @dataclass(frozen=True, slots=True)
 class RecordOptions:
-    """Knobs of the record process (validated by :class:`twin.synthetic.cohort.SynthConfig`)."""
+    """Knobs of the record process (validated by :class:`synthetic.cohort.SynthConfig`)."""
 
     days: int
     confounding: float

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from twin.cli.common import JsonOpt, emit_json
+from cli.common import JsonOpt, emit_json
+
+if TYPE_CHECKING:
+    from api import Settings
 
 __all__ = ["register"]
 
@@ -21,8 +24,8 @@ SettingsOpt = Annotated[
 ]
 
 
-def _settings(path: Path | None):  # noqa: ANN202 - returns api.settings.Settings
-    from api.settings import load_settings
+def _settings(path: Path | None) -> Settings:
+    from api import load_settings
 
     try:
         return load_settings(path)
@@ -39,7 +42,7 @@ def serve(
     """Start the HTTP API with uvicorn (settings from TWIN_* variables or --settings)."""
     import uvicorn
 
-    from api.main import create_app, uvicorn_config
+    from api import create_app, uvicorn_config
 
     settings = _settings(settings_file)
     uvicorn.Server(uvicorn_config(create_app(settings), host=host, port=port)).run()
@@ -54,7 +57,7 @@ def key_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key and print its token once (it cannot be shown again)."""
-    from api.security import KeyStore, KeyStoreError
+    from api import KeyStore, KeyStoreError
 
     ks = KeyStore(_settings(settings_file).keys_db)
     try:
@@ -76,7 +79,7 @@ def key_create(
 @key_app.command("list")
 def key_list(settings_file: SettingsOpt = None, as_json: JsonOpt = False) -> None:
     """List keys (ids, names, scopes, dates; never tokens)."""
-    from api.security import KeyStore
+    from api import KeyStore
 
     ks = KeyStore(_settings(settings_file).keys_db)
     try:
@@ -100,7 +103,7 @@ def key_list(settings_file: SettingsOpt = None, as_json: JsonOpt = False) -> Non
 def key_revoke(key_id: Annotated[str, typer.Argument(help="Key id (from `twin api-key list`).")],
                settings_file: SettingsOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a key for good."""
-    from api.security import KeyStore, KeyStoreError
+    from api import KeyStore, KeyStoreError
 
     ks = KeyStore(_settings(settings_file).keys_db)
     try:

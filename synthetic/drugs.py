@@ -8,7 +8,7 @@ Every drug acts through the same two-step exposure chain (see ``docs/synthetic.m
 * an effect compartment ``e[t+1] = e[t]·k_e + c[t+1]·(1 - k_e)`` (``k_e = exp(-ln2 / t_half_effect)``)
   that adds the onset lag of the pharmacodynamic response;
 * a sigmoid Emax response ``h = r · eⁿ / (EC50ⁿ + eⁿ)`` in [0, 1] (``r`` a per-patient response
-  factor, genotype again) that scales the drug's effects in :mod:`twin.synthetic.physiology`.
+  factor, genotype again) that scales the drug's effects in :mod:`synthetic.physiology`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graph.errors import TwinError
+from core.errors import TwinError
 
 __all__ = [
     "AMLODIPINE",

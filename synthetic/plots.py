@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from twin.synthetic.drugs import DRUGS
-from twin.synthetic.oracle import Action, Plan, simulate
-from twin.synthetic.physiology import LABS
-from twin.synthetic.truth import PatientTruth, load_truth
+from synthetic.drugs import DRUGS
+from synthetic.oracle import Action, Plan, simulate
+from synthetic.physiology import LABS
+from synthetic.truth import PatientTruth, load_truth
 
 __all__ = ["pick_patients", "plot_cohort"]
 

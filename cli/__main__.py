@@ -1,0 +1,5 @@
+"""``python -m cli``: the ``twin`` command."""
+
+from cli import main
+
+main()

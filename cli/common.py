@@ -1,0 +1,59 @@
+"""Options and output helpers shared by every ``twin`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from core import QueryError, TwinError
+from graph import parse_fhir_time
+from service import ModelRegistry
+
+__all__ = ["DeviceOpt", "JsonOpt", "ModelOpt", "ModelsOpt", "StoreOpt", "ThreadsOpt", "emit_json", "fail", "parse_as_of", "registry"]
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", envvar="TWIN_STORE", help="Store URL: sqlite:///path.db, bolt://host:port or neo4j://host:port."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON document instead of tables.")]
+ModelOpt = Annotated[str, typer.Option("--model", envvar="TWIN_MODEL",
+                                       help="Name of a trained model in the model registry (see `twin models`).")]
+ModelsOpt = Annotated[Path | None, typer.Option("--models", envvar="TWIN_MODEL_PATH", show_default=False,
+                                                help="Model registry folder (default twin-data/models; "
+                                                     "`twin serve` reads the same).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda (same code path, tensors moved with .to()).")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads for this command.")]
+
+def registry(models: Path | None, device: str = "cpu") -> ModelRegistry:
+    """The model registry at ``models`` (default: ``$TWIN_MODEL_PATH`` or twin-data/models)."""
+    return ModelRegistry(models, device=device)
+
+
+def parse_as_of(text: str | None, option: str = "--as-of") -> datetime | None:
+    """An ISO date/time option → UTC datetime (``None`` stays ``None``); :class:`QueryError` naming the option."""
+    if text is None:
+        return None
+    try:
+        return parse_fhir_time(text)
+    except ValueError as exc:
+        raise QueryError(f"{option}: {exc}") from None
+
+
+def emit_json(doc: Any) -> None:
+    """Print ``doc`` as the command's single JSON document."""
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def fail(exc: TwinError, as_json: bool, extra: dict[str, Any] | None = None) -> NoReturn:
+    """Report a user-facing error (as JSON when asked) and exit with status 1."""
+    if as_json:
+        err = exc.to_dict() if hasattr(exc, "to_dict") else {"reason": str(exc)}
+        emit_json({"ok": False, "error": {"type": type(exc).__name__, **err}, **(extra or {})})
+    else:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)

@@ -1,0 +1,137 @@
+"""``twin train``, ``twin models`` and ``twin forecast``: fit a named model, list models, forecast one patient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import (DeviceOpt, JsonOpt, ModelOpt, ModelsOpt, StoreOpt, ThreadsOpt, emit_json, fail, parse_as_of,
+                        registry)
+from core import TwinError
+from service import DEFAULT_MODEL, DEFAULT_TORCH_THREADS
+from twin import TrainConfig
+
+__all__ = ["register"]
+
+_DEFAULTS = TrainConfig()
+
+
+def train_cmd(
+    name: Annotated[str, typer.Option("--name", help="Model name in the registry (what forecast, simulate and "
+                                      "the API refer to).")] = DEFAULT_MODEL,
+    store: StoreOpt = None,
+    models: ModelsOpt = None,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs per ensemble member (early stopping may end sooner).")]
+    = _DEFAULTS.epochs,
+    members: Annotated[int, typer.Option(help="Ensemble members (epistemic uncertainty).")] = _DEFAULTS.members,
+    batch_size: Annotated[int, typer.Option(help="Examples (patient x origin) per mini-batch.")] = _DEFAULTS.batch_size,
+    origins: Annotated[int, typer.Option(help="Random forecast origins per patient.")] = _DEFAULTS.origins_per_patient,
+    horizon_days: Annotated[int, typer.Option(help="Training horizon in days.")] = _DEFAULTS.horizon_days,
+    patience: Annotated[int, typer.Option(help="Epochs without improvement before stopping.")] = _DEFAULTS.patience,
+    seed: Annotated[int, typer.Option(help="Seed of the split, origins and initialisation.")] = _DEFAULTS.seed,
+    device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = DEFAULT_TORCH_THREADS,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the twin model (GNN encoder + neural ODE) on every patient of the store, as model NAME."""
+    from graph import open_store
+    from service import set_torch_threads, train_config, train_model
+
+    try:
+        set_torch_threads(threads)
+        cfg = train_config(epochs=epochs, members=members, batch_size=batch_size, origins_per_patient=origins,
+                           horizon_days=horizon_days, patience=patience, seed=seed, device=device,
+                           progress=not as_json)
+        reg = registry(models)
+        with open_store(store) as st:
+            report = train_model(st, reg, name, cfg)
+    except TwinError as exc:
+        fail(exc, as_json)
+    if as_json:
+        emit_json({"ok": True, "name": name, **report})
+        return
+    typer.echo(f"trained model {name!r} into {reg.path_for(name)} ({report['n_train_patients']} train / "
+               f"{report['n_val_patients']} val patients, {report['n_train_examples']} examples, "
+               f"{report['seconds']:.0f}s, {report['seconds_per_epoch']:.2f}s/epoch)")
+    typer.echo(f"targets: {', '.join(report['target_labs'])}; drugs: {', '.join(report['drugs']) or 'none'}; "
+               f"events: {', '.join(report['event_kinds']) or 'none'}")
+
+
+def models_cmd(models: ModelsOpt = None, as_json: JsonOpt = False) -> None:
+    """List the trained models of the registry (name, training cohort and date, targets)."""
+    reg = registry(models)
+    found = [m.summary() for m in reg.list()]
+    if as_json:
+        emit_json({"ok": True, "registry": str(reg.root), "count": len(found), "models": found})
+        return
+    if not found:
+        typer.echo(f"no trained model in {reg.root}; train one with `twin train`")
+    for m in found:
+        cohort = m["cohort"]
+        typer.echo(f"{m['name']:16} trained {m['trained_at'] or m['updated']} on {cohort.get('patients', '?')} "
+                   f"patients ({cohort.get('store', '?')}); targets {', '.join(m['target_labs'])}")
+
+
+def forecast_cmd(
+    patient: Annotated[str, typer.Argument(help="Patient id.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    models: ModelsOpt = None,
+    horizon: Annotated[str, typer.Option("--horizon", help="Forecast horizon, e.g. 365d, 26w, 12m, 1y.")] = "365d",
+    store: StoreOpt = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Forecast origin (ISO date); default: the latest record.")] = None,
+    samples: Annotated[int, typer.Option(help="Latent samples per ensemble member.")] = 32,
+    step: Annotated[int, typer.Option(help="Days between reported forecast points.")] = 7,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of history + forecast bands.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Also list the graph nodes that drove the forecast.")] = False,
+    device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = DEFAULT_TORCH_THREADS,
+    as_json: JsonOpt = False,
+) -> None:
+    """Forecast a patient's target labs (median, 5-95%) and event risk under their current treatment."""
+    from graph import open_store
+    from service import forecast_patient, set_torch_threads
+
+    try:
+        set_torch_threads(threads)
+        with open_store(store) as st:
+            run = forecast_patient(st, registry(models, device), patient, model=model, horizon=horizon,
+                                   as_of=parse_as_of(as_of), samples=samples, step_days=step, explain=explain,
+                                   plot=plot)
+    except TwinError as exc:
+        fail(exc, as_json)
+    fc = run.forecast
+    doc = fc.to_dict()
+    if explain:
+        doc["explanation"] = [a.__dict__ for a in run.attributions]
+    if run.plot:
+        doc["plot"] = str(run.plot)
+    if as_json:
+        emit_json({"ok": True, "model": model, **doc})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    days = f"{fc.horizon_days:g}"
+    table = Table(title=f"forecast from {doc['origin']} ({days} days, {fc.n_members} members x {fc.n_samples} samples)")
+    for col in ("lab", "unit", "now (median)", f"day {days} median", "5%", "95%"):
+        table.add_column(col, no_wrap=True)
+    for code, lf in fc.labs.items():
+        name = lf.name if len(lf.name) <= 32 else lf.name[:31] + "…"
+        table.add_row(f"{code} {name}", lf.unit, f"{lf.median[0]:.3g}", f"{lf.median[-1]:.3g}", f"{lf.p05[-1]:.3g}",
+                      f"{lf.p95[-1]:.3g}")
+    console = Console()
+    console.print(table)
+    for k, v in fc.event_risk.items():
+        console.print(f"risk of {k} within {days} days: {v:.1%}")
+    for a in run.attributions:
+        console.print(f"  {a.score:+.4f}  {a.node_type:10s} {a.code or '':12s} {a.time or ''}")
+    if run.plot:
+        console.print(f"plot: {run.plot}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.command("models")(models_cmd)
+    app.command("forecast")(forecast_cmd)

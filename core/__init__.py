@@ -1,0 +1,16 @@
+"""The bottom layer every package may import: the error hierarchy and duration parsing."""
+
+from core.durations import parse_duration
+from core.errors import ConfigError, ModelError, PlanError, QueryError, RecordError, SchemaError, StoreError, TwinError
+
+__all__ = [
+    "ConfigError",
+    "ModelError",
+    "PlanError",
+    "QueryError",
+    "RecordError",
+    "SchemaError",
+    "StoreError",
+    "TwinError",
+    "parse_duration",
+]
