@@ -119,7 +119,7 @@ class JobRunner:
 
     def list(self, kind: str | None = None) -> list[JobRecord]:
         """All jobs (of ``kind``), newest first."""
-        sql, params = "SELECT * FROM jobs", ()
+        sql, params = "SELECT * FROM jobs", tuple[str, ...]()
         if kind is not None:
             sql, params = sql + " WHERE kind = ?", (kind,)
         with self._lock:

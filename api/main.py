@@ -100,7 +100,6 @@ def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, **kw
     """A ``uvicorn.Config`` with uvicorn's access log off (it would print URLs with patient ids and
     query strings); :mod:`api.middleware` logs route templates instead."""
     import uvicorn
-
     from uvicorn.config import LOGGING_CONFIG
 
     log_config = copy.deepcopy(LOGGING_CONFIG)

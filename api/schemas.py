@@ -7,7 +7,7 @@ beyond validation and shape.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -232,7 +232,7 @@ class NotIn(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-PredicateIn = Union[HasConditionIn, LabValueIn, OnMedicationIn, CarriesVariantIn, AllIn, AnyIn, NotIn]
+PredicateIn = HasConditionIn | LabValueIn | OnMedicationIn | CarriesVariantIn | AllIn | AnyIn | NotIn
 for _m in (AllIn, AnyIn, NotIn):
     _m.model_rebuild()
 
@@ -249,6 +249,8 @@ class CohortQuery(_Strict):
 
 
 class CohortResult(BaseModel):
+    """Patients matching a cohort predicate."""
+
     count: int
     patient_ids: list[str]
 
@@ -317,6 +319,8 @@ class ModelOut(BaseModel):
 
 
 class ModelList(BaseModel):
+    """The trained models of the registry."""
+
     count: int
     models: list[ModelOut]
 
@@ -420,15 +424,21 @@ class JobOut(BaseModel):
 
 
 class JobList(BaseModel):
+    """Background jobs, newest first."""
+
     count: int
     jobs: list[JobOut]
 
 
 class Health(BaseModel):
+    """The process is up (liveness)."""
+
     status: Literal["ok"] = "ok"
     version: str
 
 
 class Readiness(BaseModel):
+    """The service can answer: its store is reachable (readiness)."""
+
     status: Literal["ready"] = "ready"
     store: Literal["embedded", "neo4j"] = Field(description="Store kind, never its URL or credentials.")

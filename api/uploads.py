@@ -19,7 +19,16 @@ from datetime import datetime
 from pathlib import Path
 
 from core import RecordError
-from graph import GraphBatch, GraphStore, ParsedFile, WriteStats, parse_bundle, parse_file, parse_json_text, parse_ndjson
+from graph import (
+    GraphBatch,
+    GraphStore,
+    ParsedFile,
+    WriteStats,
+    parse_bundle,
+    parse_file,
+    parse_json_text,
+    parse_ndjson,
+)
 
 __all__ = ["UploadPart", "WrittenUpload", "parse_json_upload", "parse_ndjson_upload", "parse_parts", "write_upload"]
 

@@ -94,9 +94,9 @@ def key_list(settings_file: SettingsOpt = None, as_json: JsonOpt = False) -> Non
     if as_json:
         emit_json({"ok": True, "keys": docs})
         return
-    for d in docs:
-        state = f"revoked {d['revoked']}" if d["revoked"] else "active"
-        typer.echo(f"{d['id']}  {d['name']:24} {' '.join(d['scopes']):32} {d['created']}  {state}")
+    for k in keys:
+        state = f"revoked {k.revoked.isoformat()}" if k.revoked else "active"
+        typer.echo(f"{k.id}  {k.name:24} {' '.join(sorted(k.scopes)):32} {k.created.isoformat()}  {state}")
 
 
 @key_app.command("revoke")
@@ -120,5 +120,6 @@ def key_revoke(key_id: Annotated[str, typer.Argument(help="Key id (from `twin ap
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``twin`` app."""
     app.command("serve")(serve)
     app.add_typer(key_app, name="api-key")

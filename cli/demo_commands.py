@@ -177,4 +177,5 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``twin`` app."""
     app.command("demo")(demo)

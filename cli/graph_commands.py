@@ -12,8 +12,20 @@ from rich.table import Table
 
 from cli.common import JsonOpt, StoreOpt, emit_json, fail, parse_as_of
 from core import QueryError, TwinError
-from graph import (NodeType, cohort, deidentify, find_nodes, ingest_paths, node_document, open_store, patient_graph,
-                   predicate_from_dict, timeline, to_networkx, to_node_link)
+from graph import (
+    NodeType,
+    cohort,
+    deidentify,
+    find_nodes,
+    ingest_paths,
+    node_document,
+    open_store,
+    patient_graph,
+    predicate_from_dict,
+    timeline,
+    to_networkx,
+    to_node_link,
+)
 
 __all__ = ["register"]
 
@@ -237,6 +249,7 @@ def summary(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``twin`` app."""
     app.command("ingest")(ingest)
     app.command("summary")(summary)
     app.command("graph")(graph_export)

@@ -7,8 +7,18 @@ from typing import Annotated
 
 import typer
 
-from cli.common import (DeviceOpt, JsonOpt, ModelOpt, ModelsOpt, StoreOpt, ThreadsOpt, emit_json, fail, parse_as_of,
-                        registry)
+from cli.common import (
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    ModelsOpt,
+    StoreOpt,
+    ThreadsOpt,
+    emit_json,
+    fail,
+    parse_as_of,
+    registry,
+)
 from core import TwinError
 from service import DEFAULT_MODEL, DEFAULT_TORCH_THREADS
 from twin import TrainConfig
@@ -132,6 +142,7 @@ def forecast_cmd(
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``twin`` app."""
     app.command("train")(train_cmd)
     app.command("models")(models_cmd)
     app.command("forecast")(forecast_cmd)

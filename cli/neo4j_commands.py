@@ -106,6 +106,7 @@ def import_neo4j(src: SrcOpt, dst: DstOpt, merge: MergeOpt = False, batch_size: 
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``twin`` app."""
     app.command("cypher")(cypher)
     app.command("copy-store")(copy_store_cmd)
     app.command("export-neo4j")(export_neo4j)

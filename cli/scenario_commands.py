@@ -7,8 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import (DeviceOpt, JsonOpt, ModelOpt, ModelsOpt, StoreOpt, ThreadsOpt, emit_json, fail, parse_as_of,
-                        registry)
+from cli.common import (
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    ModelsOpt,
+    StoreOpt,
+    ThreadsOpt,
+    emit_json,
+    fail,
+    parse_as_of,
+    registry,
+)
 from core import TwinError
 from service import DEFAULT_MODEL, DEFAULT_TORCH_THREADS
 
@@ -108,4 +118,5 @@ def _print(result: Any, ranking: Any, key_days: tuple[float, ...], png: Path | N
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``twin`` app."""
     app.command("simulate")(simulate_cmd)

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from core import TwinError
 from cli.common import JsonOpt, emit_json, fail
+from core import TwinError
 
 __all__ = ["register"]
 
@@ -76,5 +76,6 @@ def synth_plots(
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``twin`` app."""
     app.command("synth")(synth)
     app.command("synth-plots")(synth_plots)

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 def job_out(j: JobRecord) -> JobOut:
     return JobOut(
-        id=j.id, kind=j.kind, status=j.status, progress=j.progress, message=j.message,  # type: ignore[arg-type]
+        id=j.id, kind=j.kind, status=j.status, progress=j.progress, message=j.message,
         created=j.created, updated=j.updated, result=j.result, error=j.error,
     )
 

@@ -21,14 +21,14 @@ def test_demo_runs_end_to_end(tmp_path):
     doc = json.loads(proc.stdout)
     assert doc["ok"] and len(doc["ranking"]["plans"]) == 3
     assert 0.0 <= doc["ranking"]["p_top_is_best"] <= 1.0
-    for name in ("twin.db", "model.pt", "forecast.png", "scenarios.png", "report.md", "summary.json"):
+    for name in ("twin.db", "models/default/model.pt", "forecast.png", "scenarios.png", "report.md", "summary.json"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["cohort"]["patients"] == 60 and summary["store_nodes"]["Patient"] == 60
     labs = summary["forecast"]["labs"]
     assert "4548-4" in labs  # HbA1c is forecast for the chosen (diabetic) patient
     for lf in labs.values():
-        assert all(lo <= med <= hi for lo, med, hi in zip(lf["p05"], lf["median"], lf["p95"]))
+        assert all(lo <= med <= hi for lo, med, hi in zip(lf["p05"], lf["median"], lf["p95"], strict=True))
     report = (out / "report.md").read_text()
     assert "![forecast](forecast.png)" in report and "What-if" in report
     assert "patient" not in proc.stderr.lower() or summary["patient"] not in proc.stderr  # no patient ids in logs

@@ -80,7 +80,7 @@ def expected_fhir(root: Path) -> tuple[dict[str, set[str]], set[str]]:
     for path in fhir_files(root):
         entries = raw_entries(path)
         by_url = {u: r for u, r in entries if u}
-        for u, r in entries:
+        for _, r in entries:
             by_url.setdefault(key_of(r), r)
         for _, r in entries:
             t, k, status = r["resourceType"], key_of(r), r.get("status")

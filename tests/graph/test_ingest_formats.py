@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from core.errors import RecordError
-from graph.ingest import expand_paths, ingest_paths, parse_bundle, parse_file, parse_fhir_resources
+from graph.ingest import expand_paths, ingest_paths, parse_bundle, parse_fhir_resources, parse_file
 from graph.schema import NodeType, Rel
 from graph.store.base import NodeQuery
 from graph.store.sqlite import SQLiteStore
@@ -156,7 +156,7 @@ def test_resource_without_id_gets_a_stable_hash_id() -> None:
 def test_ndjson_bulk_files_link_across_files(tmp_path: Path, sqlite_store: SQLiteStore) -> None:
     (tmp_path / "Observation.ndjson").write_text("\n".join(json.dumps(
         {"resourceType": "Observation", "id": f"o{i}", "status": "final", "subject": {"reference": "Patient/p9"},
-         "effectiveDateTime": "2020-01-0%d" % (i + 1),
+         "effectiveDateTime": f"2020-01-0{i + 1}",
          "code": {"coding": [{"system": LOINC, "code": "2339-0"}]},
          "valueQuantity": {"value": 5.0 + i, "unit": "mmol/L"}}) for i in range(3)) + "\n")
     (tmp_path / "Patient.ndjson").write_text(json.dumps({"resourceType": "Patient", "id": "p9"}) + "\n")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.errors import RecordError
-from graph.ingest import parse_bundle, parse_file, parse_fhir_resources
+from graph.ingest import parse_bundle, parse_fhir_resources, parse_file
 from graph.schema import NodeType
 from graph.store.sqlite import SQLiteStore
 from graph.units import CANONICAL
@@ -172,7 +172,7 @@ def test_junk_files_raise_only_record_error(tmp_path: Path, payload: bytes) -> N
     for name in ("x.json", "x.ndjson", "x.vcf"):
         path = tmp_path / name
         path.write_bytes(payload)
-        _only_record_errors(lambda: parse_file(path, patient_id="p"))
+        _only_record_errors(lambda path=path: parse_file(path, patient_id="p"))
     path = tmp_path / "x.json"
     path.write_bytes(json.dumps({"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Observation",
                                  "subject": {"reference": "Patient/p"}, "valueQuantity": payload.decode("latin-1")}}]})

@@ -15,11 +15,11 @@ import torch
 
 from graph.store.sqlite import SQLiteStore
 from twin.features import FeatureSpec, load_records
+from twin.features.vocab import build_vocabulary
 from twin.image_encoder import ImageEncoder
 from twin.model import ModelConfig
 from twin.model.checkpoint import TwinEnsemble
 from twin.twin import Twin
-from twin.features.vocab import build_vocabulary
 
 
 def _toy_module() -> Any:

@@ -11,10 +11,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import TwinError
+from core.errors import PlanError, TwinError
 from scenarios.drugs import DrugCatalog
-from synthetic.drugs import DRUGS
-from core.errors import PlanError
 from scenarios.plan import Action, TreatmentPlan, frequency_per_day, load_plan, load_plans, unit_to_mg
 from scenarios.regimens import conditions, find_regimen, load_regimens
 from synthetic.drugs import DRUGS

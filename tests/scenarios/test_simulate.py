@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from scenarios.drugs import DrugCatalog
 from core.errors import PlanError
+from scenarios.drugs import DrugCatalog
 from scenarios.plan import Action, TreatmentPlan
 from scenarios.result import Threshold
 from scenarios.simulate import prepare, simulate

@@ -15,8 +15,21 @@ from core.errors import TwinError
 from graph.schema import NodeType
 from graph.store.sqlite import SQLiteStore
 from graph.timeutil import days_between
-from twin.features import (DoseAction, FeatureSpec, actions_from_records, build_example, build_graph, change_origins,
-                           choose_origins, collate, dose_schedule, drop_modalities, edge_types, load_records, node_dims)
+from twin.features import (
+    DoseAction,
+    FeatureSpec,
+    actions_from_records,
+    build_example,
+    build_graph,
+    change_origins,
+    choose_origins,
+    collate,
+    dose_schedule,
+    drop_modalities,
+    edge_types,
+    load_records,
+    node_dims,
+)
 from twin.features.hetero import LEVEL_DAYS, TREND_DAYS
 from twin.features.vocab import Normalisers, Vocabulary, build_vocabulary
 

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from graph.schema import Node, NodeType
-from twin.image_encoder import FIRST_ORDER_STATS, ImageEncoder, first_order_stats, otsu_threshold
 from synthetic.images import render_kidney
+from twin.image_encoder import FIRST_ORDER_STATS, ImageEncoder, first_order_stats, otsu_threshold
 
 
 def _disc(radius: float, inside: float = 0.8, outside: float = 0.1) -> np.ndarray:

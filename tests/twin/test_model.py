@@ -14,9 +14,9 @@ from torch_geometric.data import Batch
 from graph.schema import GraphBatch, Node, NodeType
 from graph.store.sqlite import SQLiteStore
 from twin.features import FeatureSpec, build_graph, choose_origins, load_records
+from twin.features.vocab import build_vocabulary
 from twin.model import LatentDynamics, ModelConfig, TwinModel, solve
 from twin.model.checkpoint import TwinEnsemble
-from twin.features.vocab import build_vocabulary
 
 
 @pytest.fixture(scope="module")

@@ -57,12 +57,12 @@ def test_training_is_seeded_and_checkpoint_is_complete(toy_store: SQLiteStore, t
     steps: list[tuple[float, str]] = []
     r1 = train(toy_store, cfg, tmp_path / "a.pt", patient_ids=ids, on_progress=lambda f, m: steps.append((f, m)))
     r2 = train(toy_store, cfg, tmp_path / "b", patient_ids=ids)
-    for m1, m2 in zip(r1.members, r2.members):
+    for m1, m2 in zip(r1.members, r2.members, strict=True):
         assert m1["best_val_loss"] == pytest.approx(m2["best_val_loss"], rel=1e-4)
     a, b = TwinEnsemble.load(tmp_path / "a.pt"), TwinEnsemble.load(tmp_path / "b" / "model.pt")
     assert len(a.members) == 2
-    for ma, mb in zip(a.members, b.members):
-        for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
+    for ma, mb in zip(a.members, b.members, strict=True):
+        for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
             # same seed: equal up to float summation order (CPU BLAS kernels may reorder sums by
             # memory alignment, ~1e-8 per step), so not bit for bit
             assert torch.allclose(va, vb, rtol=1e-3, atol=1e-4), k

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cli import app
 from core.errors import TwinError
 from graph.schema import Node, NodeType
 from graph.store.sqlite import SQLiteStore
-from cli import app
 from twin.features import DoseAction
 from twin.model.checkpoint import TwinEnsemble
 from twin.twin import Twin
@@ -25,7 +25,7 @@ def test_forecast_bands_and_risk(toy_store: SQLiteStore, toy_model: Path) -> Non
     assert set(fc.labs) == {"N9", "T1", "T2"} and fc.n_members == 2
     for lf in fc.labs.values():
         assert lf.days[0] == 0 and lf.days[-1] == 180 and len(lf.median) == len(lf.days)
-        assert all(a <= m <= b for a, m, b in zip(lf.p05, lf.median, lf.p95))
+        assert all(a <= m <= b for a, m, b in zip(lf.p05, lf.median, lf.p95, strict=True))
     assert 0.0 <= fc.event_risk["hospitalisation"] <= 1.0
     json.dumps(fc.to_dict())
     # the same twin under a different plan gives a different forecast, an unknown drug is refused

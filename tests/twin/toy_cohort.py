@@ -40,7 +40,7 @@ def write_toy_cohort(store: GraphStore, n: int, seed: int, image_dir: Path | Non
                              "sex": "female" if rng.random() < 0.5 else "male"})]
         edges: list[Edge] = []
 
-        def add(node: Node, rel: Rel) -> None:
+        def add(node: Node, rel: Rel, nodes: list[Node] = nodes, edges: list[Edge] = edges, pid: str = pid) -> None:
             nodes.append(node)
             edges.append(Edge(f"Patient/{pid}", rel, node.id, patient_id=pid))
 
