@@ -136,4 +136,6 @@ def _info(name: str, path: Path) -> ModelInfo:
             report = json.loads(report_path.read_text())
         except (OSError, ValueError):
             report = None
+    if isinstance(report, dict):
+        report["checkpoint"] = name  # the model's name, never the server path train() recorded
     return ModelInfo(name, path, datetime.fromtimestamp(st.st_mtime, UTC), st.st_size, report)

@@ -28,16 +28,25 @@ def test_train_job_runs_to_a_listed_model(live: LiveServer, trained_model: dict)
     assert any(0.0 < f < 1.0 for f in fracs), trained_model["seen"]
     assert trained_model["result"]["n_train_patients"] >= 2
     with live.client("sim") as c:
-        models = c.get("/v1/models").json()
-    assert trained_model["name"] in [m["name"] for m in models["models"]]
+        r = c.get("/v1/models")
+    models = r.json()
+    listed = {m["name"]: m for m in models["models"]}
+    assert trained_model["name"] in listed
+    entry = listed[trained_model["name"]]
+    # the listing names the training cohort and date, and no server path anywhere
+    assert entry["cohort"]["patients"] == trained_model["result"]["n_train_patients"] + trained_model["result"][
+        "n_val_patients"]
+    assert entry["cohort"]["store"] == "sqlite:store.db" and entry["trained_at"]
+    assert trained_model["result"]["checkpoint"] == trained_model["name"]
+    assert str(live.settings.model_path) not in r.text and str(live.settings.store) not in r.text
     with live.client("admin") as c:
         assert_problem(c.post("/v1/models", json={"name": trained_model["name"], "epochs": 1}), 409)
         assert c.get("/v1/jobs").json()["count"] >= 1
 
 
 def test_training_on_too_few_patients_fails_honestly(tmp_path, live: LiveServer) -> None:  # noqa: ANN001
-    from tests.api.conftest import make_settings, start_server
     from api.security import KeyStore
+    from tests.api.conftest import make_settings, start_server
 
     settings = make_settings(tmp_path)
     ks = KeyStore(settings.keys_db)
