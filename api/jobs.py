@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from api.sqlite_file import open_sqlite_file
 from core import TwinError
 
 __all__ = ["INTERRUPTED", "JobRecord", "JobRunner", "ProgressFn"]
@@ -78,12 +79,9 @@ class JobRunner:
 
     def __init__(self, db_path: str | Path, workers: int = 1) -> None:
         self.path = Path(db_path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
+        self._conn = open_sqlite_file(self.path, _SCHEMA)
         self._lock = threading.Lock()
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.executescript(_SCHEMA)
             self._conn.execute(
                 "UPDATE jobs SET status='failed', error=?, updated=? WHERE status IN ('queued', 'running')",
                 (INTERRUPTED, _now()),

@@ -22,7 +22,7 @@ from api.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
 from api.openapi import build_openapi
 from api.routes import ROUTERS
 from api.security import KeyStore, RateLimiter
-from api.settings import Settings
+from api.settings import Settings, load_settings
 from api.version import version
 from graph import open_store
 from service import ModelRegistry, set_torch_threads
@@ -49,7 +49,7 @@ def _open_services(settings: Settings) -> Services:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A FastAPI app serving the v1 API with ``settings`` (default: from the environment)."""
-    settings = settings or Settings()
+    settings = settings or load_settings()
     services = _open_services(settings)
 
     @asynccontextmanager

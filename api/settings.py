@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core import ConfigError
 from graph import DEFAULT_STORE_URL
 from service import DEFAULT_MODEL_ROOT, DEFAULT_TORCH_THREADS
 
@@ -61,23 +62,33 @@ class Settings(BaseSettings):
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    text = path.read_text()
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"settings file {path} cannot be read: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"settings file {path} must hold a mapping of setting names to values")
+        raise ConfigError(f"settings file {path} must hold a mapping of setting names to values")
     return data
 
 
 def load_settings(path: str | Path | None = None) -> Settings:
-    """Settings from ``path`` (or ``$TWIN_SETTINGS_FILE``) overridden by ``TWIN_*`` variables."""
+    """Settings from ``path`` (or ``$TWIN_SETTINGS_FILE``) overridden by ``TWIN_*`` variables.
+
+    Invalid settings raise :class:`~core.ConfigError` naming each bad setting.
+    """
     path = path or os.environ.get("TWIN_SETTINGS_FILE")
-    if path is None:
-        return Settings()
-    from_file = _read_file(Path(path))
-    unknown = sorted(set(from_file) - set(Settings.model_fields))
-    if unknown:
-        raise ValueError(f"settings file {path}: unknown setting(s) {unknown}")
-    from_env = Settings().model_dump(exclude_unset=True)
-    return Settings(**{**from_file, **from_env})
+    try:
+        if path is None:
+            return Settings()
+        from_file = _read_file(Path(path))
+        unknown = sorted(set(from_file) - set(Settings.model_fields))
+        if unknown:
+            raise ConfigError(f"settings file {path}: unknown setting(s) {unknown}")
+        from_env = Settings().model_dump(exclude_unset=True)
+        return Settings(**{**from_file, **from_env})
+    except ValidationError as exc:
+        bad = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings: {bad}") from None

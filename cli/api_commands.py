@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import JsonOpt, emit_json
+from cli.common import JsonOpt, emit_json, fail
+from core import TwinError
 
 if TYPE_CHECKING:
-    from api import Settings
+    from api import KeyStore, Settings
 
 __all__ = ["register"]
 
@@ -24,14 +27,25 @@ SettingsOpt = Annotated[
 ]
 
 
-def _settings(path: Path | None) -> Settings:
+def _settings(path: Path | None, as_json: bool = False) -> Settings:
     from api import load_settings
 
     try:
         return load_settings(path)
-    except ValueError as exc:  # pydantic ValidationError is a ValueError
-        typer.secho(f"error: invalid settings: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+    except TwinError as exc:
+        fail(exc, as_json)
+
+
+@contextmanager
+def _keys(path: Path | None, as_json: bool) -> Iterator[KeyStore]:
+    """The key file named by the settings, closed afterwards."""
+    from api import KeyStore
+
+    ks = KeyStore(_settings(path, as_json).keys_db)
+    try:
+        yield ks
+    finally:
+        ks.close()
 
 
 def serve(
@@ -57,16 +71,11 @@ def key_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key and print its token once (it cannot be shown again)."""
-    from api import KeyStore, KeyStoreError
-
-    ks = KeyStore(_settings(settings_file).keys_db)
     try:
-        new = ks.create(name, scopes)
-    except KeyStoreError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
-    finally:
-        ks.close()
+        with _keys(settings_file, as_json) as ks:
+            new = ks.create(name, scopes)
+    except TwinError as exc:
+        fail(exc, as_json)
     if as_json:
         emit_json({"ok": True, "id": new.key.id, "name": new.key.name, "scopes": sorted(new.key.scopes),
                    "token": new.token})
@@ -79,13 +88,8 @@ def key_create(
 @key_app.command("list")
 def key_list(settings_file: SettingsOpt = None, as_json: JsonOpt = False) -> None:
     """List keys (ids, names, scopes, dates; never tokens)."""
-    from api import KeyStore
-
-    ks = KeyStore(_settings(settings_file).keys_db)
-    try:
+    with _keys(settings_file, as_json) as ks:
         keys = ks.list()
-    finally:
-        ks.close()
     docs = [
         {"id": k.id, "name": k.name, "scopes": sorted(k.scopes), "created": k.created.isoformat(),
          "revoked": k.revoked.isoformat() if k.revoked else None}
@@ -103,16 +107,11 @@ def key_list(settings_file: SettingsOpt = None, as_json: JsonOpt = False) -> Non
 def key_revoke(key_id: Annotated[str, typer.Argument(help="Key id (from `twin api-key list`).")],
                settings_file: SettingsOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a key for good."""
-    from api import KeyStore, KeyStoreError
-
-    ks = KeyStore(_settings(settings_file).keys_db)
     try:
-        key = ks.revoke(key_id)
-    except KeyStoreError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
-    finally:
-        ks.close()
+        with _keys(settings_file, as_json) as ks:
+            key = ks.revoke(key_id)
+    except TwinError as exc:
+        fail(exc, as_json)
     if as_json:
         emit_json({"ok": True, "id": key.id, "revoked": key.revoked.isoformat() if key.revoked else None})
     else:
