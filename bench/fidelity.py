@@ -50,7 +50,7 @@ from twin.baselines import lab_history, last_value, linear_trend, seq_example, s
 from twin.features import Example, drop_modalities, load_records  # noqa: E402
 from twin.model.checkpoint import TwinEnsemble  # noqa: E402
 from twin.predict import predict  # noqa: E402
-from twin.train import TrainConfig, TrainReport, build_examples, split_patients, train  # noqa: E402
+from twin.training import TrainConfig, TrainReport, build_examples, split_patients, train  # noqa: E402
 
 HORIZONS = (30, 90, 180, 365)
 WINDOWS = {30: (1, 60), 90: (60, 135), 180: (135, 270), 365: (270, 366)}
@@ -148,7 +148,7 @@ def evaluate(ens: TwinEnsemble, test_ex: list[Example], records: dict[str, Any],
                         p = preds["twin"]
                         cover["twin_truth"].append(float(p.p05[b, hix[h], j] <= y <= p.p95[b, hix[h], j]))
             # against observed future values (noisy), bucketed into horizon windows
-            for t, j, ys in zip(ex.targets.t, ex.targets.lab, ex.targets.y):
+            for t, j, ys in zip(ex.targets.t, ex.targets.lab, ex.targets.y, strict=True):
                 y = float(ys) * sd[j] + mu[j]
                 g = int(np.argmin(np.abs(t_query - t)))
                 p = preds["twin"]
@@ -431,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--reuse-model", action="store_true", help="reuse WORK/model.pt (same --work, seed and cohort)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (train() leaves this to its caller)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.test_origins is None:
         args.test_origins = 6 if args.external else 2
     if args.test_fraction is None:  # Synthea adults are seen about yearly: more held-out patients, more origins

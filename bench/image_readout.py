@@ -23,8 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from twin.image_encoder import ImageEncoder  # noqa: E402
 from synthetic.images import render_kidney  # noqa: E402
+from twin.image_encoder import ImageEncoder  # noqa: E402
 
 
 def readout_rmse(x: np.ndarray, y: np.ndarray, n_fit: int) -> float:

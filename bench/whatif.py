@@ -158,10 +158,10 @@ def ranking_quality(result: ScenarioResult, true: dict[str, np.ndarray], labs: l
 
 # ---------------------------------------------------------------- accuracy per confounding
 def run_confounding(c: float, args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    from twin.model.checkpoint import TwinEnsemble
     from synthetic import load_truth
     from synthetic import simulate as oracle
-    from twin.train import TrainConfig, train
+    from twin.model.checkpoint import TwinEnsemble
+    from twin.training import TrainConfig, train
 
     work = root / f"conf-{c:g}"
     work.mkdir(parents=True, exist_ok=True)
@@ -230,7 +230,7 @@ def run_baseline(store: SQLiteStore, train_ids: list[str], twins: list[Any], pla
     patients and origins, fed the same plan dose schedules."""
     from twin.baselines import seq_example, train_gru
     from twin.features import build_example, load_records
-    from twin.train import TrainConfig, build_examples, split_patients
+    from twin.training import TrainConfig, build_examples, split_patients
 
     t = time.perf_counter()
     spec = ens.spec

@@ -11,8 +11,17 @@ Callers outside ``graph`` import from here only; the submodules are the package'
 """
 
 from graph.export import deidentify, node_document, to_hetero_data, to_networkx, to_node_link
-from graph.ingest import (FileReport, IngestReport, ParsedFile, ingest_paths, parse_bundle, parse_file, parse_json_text,
-                          parse_ndjson, parse_path)
+from graph.ingest import (
+    FileReport,
+    IngestReport,
+    ParsedFile,
+    ingest_paths,
+    parse_bundle,
+    parse_file,
+    parse_json_text,
+    parse_ndjson,
+    parse_path,
+)
 from graph.predicates import CarriesVariant, HasCondition, LabValue, OnMedication, Predicate, predicate_from_dict
 from graph.query import Subgraph, cohort, find_nodes, neighbourhood, patient_graph, read_cypher, timeline
 from graph.schema import EDGE_TYPES, Edge, GraphBatch, Node, NodeType, Rel

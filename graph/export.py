@@ -89,7 +89,7 @@ def deidentify(g: Subgraph, *, salt: str) -> Subgraph:
     import hashlib
     from dataclasses import replace
 
-    from graph.schema import Edge, Node
+    from graph.schema import Edge
 
     def pid(p: str | None) -> str | None:
         return None if p is None else hashlib.sha256(f"{salt}|{p}".encode()).hexdigest()[:16]

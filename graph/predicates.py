@@ -20,7 +20,7 @@ Semantics, all evaluated on the graph as of ``as_of`` (everything when ``None``)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 from core.errors import QueryError
 
@@ -53,12 +53,16 @@ class _Composable:
 
 @dataclass(frozen=True)
 class HasCondition(_Composable):
+    """The patient has a Condition with this code (optionally in this coding system) by ``as_of``."""
+
     code: str
     system: str | None = None
 
 
 @dataclass(frozen=True)
 class LabValue(_Composable):
+    """The patient has a Lab with this code whose canonical-unit value compares true against ``value``."""
+
     code: str
     op: Op
     value: float
@@ -75,30 +79,40 @@ class LabValue(_Composable):
 
 @dataclass(frozen=True)
 class OnMedication(_Composable):
+    """The patient is on a Medication with this code at ``as_of`` (ever prescribed when ``None``)."""
+
     code: str
 
 
 @dataclass(frozen=True)
 class CarriesVariant(_Composable):
+    """The patient carries a Variant in this gene."""
+
     gene: str
 
 
 @dataclass(frozen=True)
 class All(_Composable):
+    """Conjunction: every part holds (built by ``&``)."""
+
     parts: tuple[Predicate, ...]
 
 
 @dataclass(frozen=True)
 class AnyOf(_Composable):
+    """Disjunction: at least one part holds (built by ``|``)."""
+
     parts: tuple[Predicate, ...]
 
 
 @dataclass(frozen=True)
 class Not(_Composable):
+    """Negation: the part does not hold (built by ``~``)."""
+
     part: Predicate
 
 
-Predicate = Union[HasCondition, LabValue, OnMedication, CarriesVariant, All, AnyOf, Not]
+Predicate = HasCondition | LabValue | OnMedication | CarriesVariant | All | AnyOf | Not
 
 
 def predicate_from_dict(d: dict) -> Predicate:

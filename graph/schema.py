@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 
-class NodeType(str, enum.Enum):
+class NodeType(enum.StrEnum):
     """The node types of a patient graph (see ``DESIGN.md``)."""
 
     PATIENT = "Patient"
@@ -52,11 +52,11 @@ class NodeType(str, enum.Enum):
     GENE = "Gene"
     CONCEPT = "Concept"
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # StrEnum's default too; kept explicit because the value is what stores persist
         return self.value
 
 
-class Rel(str, enum.Enum):
+class Rel(enum.StrEnum):
     """Relationship names. Each is used only in the typed triples of :data:`EDGE_TYPES`."""
 
     HAS_ENCOUNTER = "HAS_ENCOUNTER"
@@ -72,7 +72,7 @@ class Rel(str, enum.Enum):
     IN_GENE = "IN_GENE"
     NEXT = "NEXT"
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # StrEnum's default too; kept explicit because the value is what stores persist
         return self.value
 
 

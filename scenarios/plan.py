@@ -40,9 +40,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from core.errors import PlanError
 from graph.timeutil import days_between, utc
 from scenarios.drugs import DrugCatalog, builtin_catalog
-from core.errors import PlanError
 
 __all__ = [
     "Action",

@@ -60,7 +60,7 @@ class Objective:
         if not m:
             raise PlanError(f"cannot read objective {text!r}; write e.g. 'minimise HbA1c at 180d subject to eGFR > 45' "
                             "or 'minimise risk:hospitalisation at 365d'")
-        sense = "min" if m.group(1).lower().startswith("min") else "max"
+        sense: Literal["min", "max"] = "min" if m.group(1).lower().startswith("min") else "max"
         cons: list[Threshold] = []
         if m.group(5):
             for part in re.split(r"\s+and\s+|\s*,\s*", m.group(5).strip()):

@@ -234,9 +234,9 @@ class ScenarioResult:
                 # "never" counts as later than the horizon: a quantile beyond it reads as None
                 beyond = float(self.times[-1]) + 1.0
                 q = self.summarise(np.where(crossed, c, beyond))
-                med, lo, hi = (None if v >= beyond else float(v) for v in q)
+                c_med, c_lo, c_hi = (None if v >= beyond else float(v) for v in q)
                 row["thresholds"][str(th)] = {"p_within_horizon": float(crossed.mean()),
-                                              "median_days": med, "lo_days": lo, "hi_days": hi}
+                                              "median_days": c_med, "lo_days": c_lo, "hi_days": c_hi}
             rows.append(row)
         return rows
 

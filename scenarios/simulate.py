@@ -28,9 +28,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from core.errors import TwinError
+from core.errors import PlanError, TwinError
 from scenarios.drugs import DrugCatalog, catalog_for
-from core.errors import PlanError
 from scenarios.guardrails import Flag, check_plans
 from scenarios.plan import ResolvedPlan, TreatmentPlan
 from scenarios.result import ScenarioResult, Threshold

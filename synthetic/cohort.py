@@ -91,7 +91,8 @@ def confounding_auc(score: np.ndarray, treated: np.ndarray) -> float:
     return float((ranks[treated].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def _series(values: np.ndarray, upto: int) -> list[float]:
+def _series(values: np.ndarray, upto: int) -> list[float | None]:
+    """The first ``upto`` values as plain floats, typed as a truth-file series (which may hold nulls)."""
     return [float(v) for v in values[:upto]]
 
 
@@ -133,7 +134,7 @@ def generate_cohort(config: SynthConfig, out_dir: str | Path) -> CohortSummary:
         (out / "fhir" / f"{pid}.json").write_text(json.dumps(bundle, separators=(",", ":")), encoding="utf-8")
 
         upto = int(np.searchsorted(traj["days"], rec.end_day, side="left"))
-        trajectories: dict[str, list[float]] = {"days": [int(d) for d in traj["days"][:upto]]}
+        trajectories: dict[str, list[float | None]] = {"days": [int(d) for d in traj["days"][:upto]]}
         for key, code in code_of.items():
             trajectories[code] = _series(traj[key][:, i], upto)
         trajectories["egfr_struct"] = _series(traj["egfr_struct"][:, i], upto)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -123,7 +124,11 @@ def _segments(truth: PatientTruth, plan: Plan, origin: int) -> list[tuple[int, f
     return out
 
 
-def _broadcast(name: str, seq: Sequence[object], n: int) -> Sequence[object]:
+_T = TypeVar("_T")
+
+
+def _broadcast(name: str, seq: Sequence[_T], n: int) -> Sequence[_T]:
+    """``seq`` itself when it has ``n`` entries, its single entry repeated ``n`` times when it has one."""
     if len(seq) == n:
         return seq
     if len(seq) == 1:
@@ -165,8 +170,8 @@ def simulate(
     n = max(len(pats), len(pls))
     if n == 0:
         raise TwinError("simulate: no (patient, plan) pairs given")
-    pats = list(_broadcast("patients", pats, n))  # type: ignore[arg-type]
-    pls = list(_broadcast("plans", pls, n))  # type: ignore[arg-type]
+    pats = list(_broadcast("patients", pats, n))
+    pls = list(_broadcast("plans", pls, n))
     if horizon_days < 0 or every < 1:
         raise TwinError(f"simulate: need horizon_days >= 0 and every >= 1, got {horizon_days}, {every}")
     if origin is None:
@@ -178,8 +183,8 @@ def simulate(
     if (origins < 0).any():
         raise TwinError("simulate: origin must be >= 0 (days from the follow-up start)")
 
-    params = Params.from_rows([p.params for p in pats])  # type: ignore[attr-defined]
-    segs = [_segments(p, pl, int(o)) for p, pl, o in zip(pats, pls, origins, strict=True)]  # type: ignore[arg-type]
+    params = Params.from_rows([p.params for p in pats])
+    segs = [_segments(p, pl, int(o)) for p, pl, o in zip(pats, pls, origins, strict=True)]
     k = max(1, max(len(s) for s in segs))
     s_drug = np.zeros((n, k, len(DRUGS)))
     s_dose, s_start, s_stop = np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k))
@@ -189,7 +194,7 @@ def simulate(
 
     out_days = np.arange(0, horizon_days + 1, every)
     last = int(origins.max()) + horizon_days
-    eps = innovations(np.array([p.noise_seed for p in pats]), last + 1)  # type: ignore[attr-defined]
+    eps = innovations(np.array([p.noise_seed for p in pats]), last + 1)
     if not future_disturbances:
         eps[np.arange(last + 1)[None, :] >= origins[:, None]] = 0.0
     keys = list(LABS)
@@ -232,5 +237,5 @@ def simulate(
     return SimulationResult(
         days=out_days, origin=origins, labs={LABS[k_].code: v for k_, v in labs.items()},
         hazards={k_: v[:, out_days] for k_, v in haz.items()}, survival=survival, hidden=hidden, noisy=noisy,
-        plan_names=[pl.name for pl in pls],  # type: ignore[attr-defined]
+        plan_names=[pl.name for pl in pls],
     )

@@ -155,7 +155,7 @@ _SD = RANDOM_EFFECT_SD
 
 def sample_params(rng: np.random.Generator, genotypes: np.ndarray) -> Params:
     """Draw parameters from demographics, genotype (allele counts) and random effects."""
-    n = genotypes.shape[0]
+    n = int(genotypes.shape[0])
     g = {v.key: genotypes[:, variant_index(v.key)].astype(float) for v in VARIANTS}
     age0 = rng.uniform(40.0, 80.0, n)
     female = (rng.random(n) < 0.5).astype(float)

@@ -121,6 +121,13 @@ def _plot_images(cohort_dir: Path, truths: list[PatientTruth], path: Path) -> No
     plt.close(fig)
 
 
+def _last_value(t: PatientTruth, code: str) -> float:
+    """The last recorded value of ``code`` (0.0 when there is none or it is missing), a sort key."""
+    series = t.trajectories[code]
+    last = series[-1] if series else None
+    return 0.0 if last is None else last
+
+
 def plot_cohort(cohort_dir: str | Path, out_dir: str | Path, n_patients: int = 3) -> list[Path]:
     """Write the documentation figures for a generated cohort; returns the PNG paths."""
     import matplotlib
@@ -141,7 +148,7 @@ def plot_cohort(cohort_dir: str | Path, out_dir: str | Path, n_patients: int = 3
     p = out / "synthetic_images.png"
     with_images = [t for t in truths if t.modalities.get("images")]
     egfr = LABS["egfr"].code
-    with_images.sort(key=lambda t: t.trajectories[egfr][-1] if t.trajectories[egfr] else 0.0)
+    with_images.sort(key=lambda t: _last_value(t, egfr))
     _plot_images(cohort_dir, with_images, p)
     if p.exists():
         paths.append(p)

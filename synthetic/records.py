@@ -336,7 +336,7 @@ def run_records(params: Params, noise_seeds: np.ndarray, opts: RecordOptions,
         dies = alive & (u_d < -np.expm1(-haz["death"]))
         admitted = alive & ~dies & (inpatient_until < day) & (u_h < -np.expm1(-haz["hospitalisation"]))
         visiting = alive & ~dies & ~admitted & (next_visit == day) & (inpatient_until < day)
-        for i in np.flatnonzero(admitted | visiting):
+        for i in map(int, np.flatnonzero(admitted | visiting)):
             o = {k: float(val[i]) for k, val in obs.items()}
             if admitted[i]:
                 w = np.exp(np.array([0.01 * (o["ldl"] - 100.0), 0.03 * (o["sbp"] - 130.0),
@@ -351,7 +351,7 @@ def run_records(params: Params, noise_seeds: np.ndarray, opts: RecordOptions,
                 sick = clinic.visit(i, day, "AMB", o, day, None)
                 gap = 180.0 / (1.0 + 0.7 * sick) * rng.gamma(4.0) / 4.0
                 next_visit[i] = day + max(14, int(round(gap)))
-        for i in np.flatnonzero(dies):
+        for i in map(int, np.flatnonzero(dies)):
             rec = clinic.records[i]
             rec.death_day = day
             rec.events.append({"day": day, "kind": "death", "cause": None})

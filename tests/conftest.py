@@ -21,13 +21,14 @@ from pathlib import Path
 import pytest
 
 from graph.store.base import GraphStore
+from graph.store.memory import MemoryStore
 from graph.store.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[1]
 NEO4J_SCRIPT = REPO / "scripts" / "neo4j-server"
 #: Generous: the first start on a fresh machine downloads the Neo4j jars through Maven.
 NEO4J_START_TIMEOUT_S = float(os.environ.get("NEO4J_START_TIMEOUT", "900"))
-STORE_KINDS = ["sqlite", pytest.param("neo4j", marks=pytest.mark.neo4j)]
+STORE_KINDS = ["memory", "sqlite", pytest.param("neo4j", marks=pytest.mark.neo4j)]
 
 
 # ---------------------------------------------------------------------- Neo4j server fixtures
@@ -127,11 +128,17 @@ def neo4j_store(neo4j_server_uri: str) -> Iterator[GraphStore]:
         store.close()
 
 
-# ---------------------------------------------------------------------- store fixtures (both kinds)
+# ---------------------------------------------------------------------- store fixtures (every kind)
 @pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
-    """A fresh, empty store of each kind: an embedded SQLite file, and the real Neo4j server."""
-    if request.param == "sqlite":
+    """A fresh, empty store of each kind: in memory, an embedded SQLite file, and the real Neo4j server."""
+    if request.param == "memory":
+        m = MemoryStore()
+        try:
+            yield m
+        finally:
+            m.close()
+    elif request.param == "sqlite":
         s = SQLiteStore(tmp_path / "store.db")
         try:
             yield s

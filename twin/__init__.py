@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from twin.config import ModelConfig, TrainConfig
     from twin.features import DoseAction
     from twin.model.checkpoint import TwinEnsemble, load_model
-    from twin.train import TrainReport, train
+    from twin.training import TrainReport, train
     from twin.twin import Attribution, Forecast, LabForecast, Twin, lab_label
 
 __all__ = [
@@ -44,12 +44,12 @@ _WHERE = {
     "LabForecast": "twin.twin",
     "ModelConfig": "twin.config",
     "TrainConfig": "twin.config",
-    "TrainReport": "twin.train",
+    "TrainReport": "twin.training",
     "Twin": "twin.twin",
     "TwinEnsemble": "twin.model.checkpoint",
     "lab_label": "twin.twin",
     "load_model": "twin.model.checkpoint",
-    "train": "twin.train",
+    "train": "twin.training",
 }
 
 

@@ -49,7 +49,8 @@ def lab_history(records: PatientRecords, t0: datetime, vocab: Vocabulary, norms:
         days[j].append(days_between(t0, n.time))
         vals[j].append(norms.lab(n.code or "", float(n.value)))
     order = [np.argsort(d) for d in days]
-    return LabHistory([np.asarray(d)[o] for d, o in zip(days, order)], [np.asarray(v)[o] for v, o in zip(vals, order)])
+    return LabHistory([np.asarray(d)[o] for d, o in zip(days, order, strict=True)],
+                      [np.asarray(v)[o] for v, o in zip(vals, order, strict=True)])
 
 
 def last_value(h: LabHistory, t_query: np.ndarray) -> np.ndarray:
@@ -65,7 +66,7 @@ def smoothed_level(h: LabHistory, t_query: np.ndarray, tau_days: float = LEVEL_D
     ``exp(-age / tau_days)``) carried forward, by default the twin's ``level`` feature;
     0 = cohort mean when never measured."""
     out = np.zeros((len(t_query), len(h.values)))
-    for j, (d, v) in enumerate(zip(h.days, h.values)):
+    for j, (d, v) in enumerate(zip(h.days, h.values, strict=True)):
         if len(v):
             w = np.exp(np.minimum(d, 0.0) / tau_days)
             out[:, j] = float((w * v).sum() / w.sum())
@@ -76,7 +77,7 @@ def linear_trend(h: LabHistory, t_query: np.ndarray, max_points: int = 6, min_sp
     """``[Q, L]`` forecasts from a line fitted to the last ``max_points`` values of each lab
     (last value when fewer than two points or they span under ``min_span_days``)."""
     out = last_value(h, t_query)
-    for j, (d, v) in enumerate(zip(h.days, h.values)):
+    for j, (d, v) in enumerate(zip(h.days, h.values, strict=True)):
         d, v = d[-max_points:], v[-max_points:]
         if len(d) >= 2 and d[-1] - d[0] >= min_span_days:
             slope, icpt = np.polyfit(d, v, 1)

@@ -59,9 +59,10 @@ FIRST_ORDER_STATS = ("mean", "std", "p10", "p50", "p90", "foreground_fraction", 
 
 def otsu_threshold(x: np.ndarray, bins: int = 64) -> float:
     """Otsu's threshold of the values ``x``: the histogram split maximising between-class variance."""
-    hist, edges = np.histogram(x, bins=bins)
-    if hist.sum() == 0 or edges[0] == edges[-1]:
-        return float(edges[0])
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if not hi - lo > 1e-9 * max(1.0, abs(lo), abs(hi)):  # (near-)constant: no split to find
+        return lo
+    hist, edges = np.histogram(x, bins=bins, range=(lo, hi))
     centres = (edges[:-1] + edges[1:]) / 2.0
     w0 = np.cumsum(hist).astype(np.float64)
     w1 = w0[-1] - w0

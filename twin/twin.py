@@ -25,8 +25,15 @@ from core.errors import TwinError
 from graph.schema import GraphBatch, Node, NodeType
 from graph.store.base import GraphStore
 from graph.timeutil import days_between, to_iso
-from twin.features import (DoseAction, PatientRecords, actions_from_records, build_graph, dose_schedule, drop_modalities,
-                           load_records)
+from twin.features import (
+    DoseAction,
+    PatientRecords,
+    actions_from_records,
+    build_graph,
+    dose_schedule,
+    drop_modalities,
+    load_records,
+)
 from twin.model.checkpoint import TwinEnsemble
 from twin.model.twin_model import interpolate_states
 from twin.predict import predict
@@ -206,7 +213,7 @@ class Twin:
                 mean, _, _, _, _ = m.decode(enc, st)
                 y = mean[0, 0, j]
                 gs = torch.autograd.grad(y, list(scaled.values()), allow_unused=True)
-                for (t, _), gr in zip(scaled.items(), gs):
+                for (t, _), gr in zip(scaled.items(), gs, strict=True):
                     if gr is not None:
                         grads[t] += gr / steps
             for t, x in h0.items():
@@ -215,7 +222,7 @@ class Twin:
         out: list[Attribution] = []
         for t, scores in total.items():
             ids = g[t].node_id[0] if g[t].node_id and isinstance(g[t].node_id[0], list) else g[t].node_id
-            for nid, sc in zip(ids, scores.tolist()):
+            for nid, sc in zip(ids, scores.tolist(), strict=True):
                 n = by_id.get(nid)
                 out.append(Attribution(nid, t, float(sc), n.code if n else None, to_iso(n.time) if n else None,
                                        n.display if n else None))
@@ -235,13 +242,13 @@ class Twin:
         cols = 2
         rows = max(math.ceil(len(codes) / cols), 1)
         fig, axes = plt.subplots(rows, cols, figsize=(10, 2.8 * rows), squeeze=False)
-        for ax, code in zip(axes.flat, codes):
+        for ax, code in zip(axes.flat, codes, strict=False):  # the grid may have spare axes
             lf = fc.labs[code]
             hist = [(days_between(self.as_of, n.time), n.value) for n in self.records.nodes
                     if n.type is NodeType.LAB and n.code == code and n.time is not None and n.value is not None
                     and days_between(n.time, self.as_of) <= history_days]
             if hist:
-                ax.plot(*zip(*hist), "o", ms=3, color="black", label="observed")
+                ax.plot(*zip(*hist, strict=True), "o", ms=3, color="black", label="observed")
             ax.fill_between(lf.days, lf.p05, lf.p95, alpha=0.3, color="tab:blue", label="5-95%")
             ax.plot(lf.days, lf.median, color="tab:blue", label="median")
             ax.axvline(0, color="grey", lw=0.8, ls="--")

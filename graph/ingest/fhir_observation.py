@@ -97,13 +97,13 @@ def _read_value(loc: Loc, holder: dict[str, Any], prefix: str, code: str | None)
         if v is not None:
             unit, ufield = _quantity_unit(loc, q, path)
             val, canon = _numeric(loc, code, v, unit, ufield)
-            props = {}
+            qprops: dict[str, Any] = {}
             comparator = loc.string(q, "comparator", f"{path}.comparator")
             if comparator is not None:
                 if comparator not in ("<", "<=", ">=", ">"):
                     raise loc.error(f"invalid comparator {comparator!r}", f"{path}.comparator")
-                props["comparator"] = comparator
-            return _Value(val, canon, props)
+                qprops["comparator"] = comparator
+            return _Value(val, canon, qprops)
     if "valueInteger" in holder:
         path = f"{prefix}valueInteger"
         raw = holder["valueInteger"]
@@ -158,7 +158,9 @@ def _reference_range(loc: Loc, holder: dict[str, Any], prefix: str, code: str | 
         for k in ("low", "high"):
             path = f"{prefix}referenceRange[{i}].{k}"
             q = loc.obj(rr, k, path)
-            v = None if q is None else loc.num(q, "value", f"{path}.value")
+            if q is None:
+                continue
+            v = loc.num(q, "value", f"{path}.value")
             if v is None:
                 continue
             unit, ufield = _quantity_unit(loc, q, path)
@@ -235,6 +237,7 @@ def _plain(v: _Value | None) -> Any:
 
 
 def map_observation(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
+    """Map one Observation to ``Lab`` nodes (top-level value and numeric components) or a ``Variant`` (module rules)."""
     status = loc.string(r, "status", "status")
     if status in ("cancelled", "entered-in-error"):
         return ff.skip("Observation", status)

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from graph.ingest.fields import DICOM_DCM, LOINC, RXNORM, SNOMED, UCUM, Coding, Loc
 from graph.ingest.fhir_observation import map_molecular_sequence, map_observation
+from graph.ingest.fields import DICOM_DCM, LOINC, RXNORM, SNOMED, UCUM, Coding, Loc
 from graph.schema import Node, NodeType, Rel
 from graph.units import normalize_unit
 

@@ -122,8 +122,7 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
         if not p.exists():
             raise RecordError("no such file or directory", file=s)
         out.extend(_expand_one(p, explicit=True))
-    seen: set[Path] = set()
-    return [p for p in out if not (p in seen or seen.add(p))]
+    return list(dict.fromkeys(out))  # drop repeats, keeping first-seen order
 
 
 def _expand_one(p: Path, *, explicit: bool) -> list[Path]:

@@ -153,15 +153,15 @@ def parse_synthea_csv(folder: str | Path) -> ParsedFile:
     """Parse one Synthea CSV export folder into a single batch (see module docstring)."""
     ex = _Export(Path(folder))
     for row in ex.table("patients"):
-        pid = row.need("Id")
+        patient_id = row.need("Id")
         birth = row.time("BIRTHDATE", required=True)
         props: dict[str, Any] = {"birth_date": row.need("BIRTHDATE")[:10], "birth_year": birth.year if birth else None}
         gender = row.get("GENDER")
         if gender:
             props["sex"] = _SEX.get(gender.upper(), gender.lower())
-        ex.patients.add(pid)
-        ex.b.add(Node(id=f"Patient/{pid}", type=NodeType.PATIENT, patient_id=pid, end=row.time("DEATHDATE"),
-                      props=props, source=ex.src(row, pid)))
+        ex.patients.add(patient_id)
+        ex.b.add(Node(id=f"Patient/{patient_id}", type=NodeType.PATIENT, patient_id=patient_id, end=row.time("DEATHDATE"),
+                      props=props, source=ex.src(row, patient_id)))
     enc_rows = ex.table("encounters")
     ex.encounters.update(r.need("Id") for r in enc_rows)
     for row in enc_rows:

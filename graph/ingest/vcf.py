@@ -95,7 +95,7 @@ def parse_vcf(path: str | Path, *, patient_id: str | None = None, time: datetime
         if not _BASES.match(ref):
             raise RecordError(f"REF must be bases, got {ref[:20]!r}", file=src, resource=loc, field="REF")
         alts = alt.split(",")
-        info_map = dict(kv.split("=", 1) if "=" in kv else (kv, "") for kv in info.split(";") if kv and kv != ".")
+        info_map = {k: v for k, _, v in (kv.partition("=") for kv in info.split(";") if kv and kv != ".")}
         gene = info_map.get("GENE") or _ann_gene(info_map, csq_fields)
         samples = _samples(header, cols, patient_id, src, loc)
         for sample, gt in samples:
@@ -163,7 +163,7 @@ def _samples(header: list[str], cols: list[str], patient_id: str | None, src: st
             raise RecordError(f"no sample column named {patient_id!r} among {len(names)} samples", file=src)
     else:
         chosen = [(name, i) for i, name in enumerate(names)]
-    out = []
+    out: list[tuple[str, str | None]] = []
     for pid, i in chosen:
         values = cols[9 + i].split(":")
         out.append((pid, values[gi] if gi < len(values) else "."))

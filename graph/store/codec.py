@@ -8,14 +8,36 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Protocol
 
 from graph.schema import Edge, Node, NodeType, Rel
 from graph.timeutil import from_iso, to_iso
 
-__all__ = ["NODE_FIELDS", "edge_from_record", "edge_to_record", "node_from_record", "node_to_record"]
+__all__ = [
+    "EdgeKey",
+    "NODE_FIELDS",
+    "Record",
+    "RecordView",
+    "edge_from_record",
+    "edge_key",
+    "edge_to_record",
+    "node_from_record",
+    "node_to_record",
+]
 
 NODE_FIELDS = ("id", "type", "patient_id", "time", "end", "code", "system", "display", "value", "unit", "props", "source")
+
+#: A node or edge in record form (``NODE_FIELDS``, or ``src, rel, dst, patient_id, props``).
+Record = dict[str, Any]
+#: An edge's identity ``(src, rel, dst)``.
+EdgeKey = tuple[str, str, str]
+
+
+class RecordView(Protocol):
+    """Read-only access to a record's fields by name: a :data:`Record`, an ``sqlite3.Row``, a
+    ``neo4j.Record``. Read paths hand these on as they come, without copying into dicts."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 def _dumps(props: Any) -> str:
@@ -30,8 +52,10 @@ def _default(o: Any) -> Any:
     raise TypeError(f"property value of type {type(o).__name__} is not JSON-serialisable")
 
 
-def node_to_record(n: Node) -> dict[str, Any]:
-    if n.value is not None and not math.isfinite(n.value):
+def node_to_record(n: Node) -> Record:
+    """The node as a record; raises ``ValueError``/``TypeError`` for a non-finite value or non-JSON props."""
+    value = None if n.value is None else float(n.value)  # every store reads values back as floats
+    if value is not None and not math.isfinite(value):
         raise ValueError(f"node {n.id}: value must be finite, got {n.value!r}")
     return {
         "id": n.id,
@@ -42,14 +66,15 @@ def node_to_record(n: Node) -> dict[str, Any]:
         "code": n.code,
         "system": n.system,
         "display": n.display,
-        "value": n.value,
+        "value": value,
         "unit": n.unit,
         "props": _dumps(dict(n.props)),
         "source": n.source,
     }
 
 
-def node_from_record(r: Any) -> Node:
+def node_from_record(r: RecordView) -> Node:
+    """The node of a record (any mapping with the :data:`NODE_FIELDS`)."""
     return Node(
         id=r["id"],
         type=NodeType(r["type"]),
@@ -66,11 +91,18 @@ def node_from_record(r: Any) -> Node:
     )
 
 
-def edge_to_record(e: Edge) -> dict[str, Any]:
+def edge_key(r: RecordView) -> EdgeKey:
+    """The ``(src, rel, dst)`` identity of an edge record."""
+    return (r["src"], r["rel"], r["dst"])
+
+
+def edge_to_record(e: Edge) -> Record:
+    """The edge as a record; raises ``TypeError`` for non-JSON props."""
     return {"src": e.src, "rel": e.rel.value, "dst": e.dst, "patient_id": e.patient_id, "props": _dumps(dict(e.props))}
 
 
-def edge_from_record(r: Any) -> Edge:
+def edge_from_record(r: RecordView) -> Edge:
+    """The edge of a record (any mapping with ``src, rel, dst, patient_id, props``)."""
     return Edge(
         src=r["src"],
         rel=Rel(r["rel"]),

@@ -20,12 +20,11 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import neo4j
-from neo4j.exceptions import ClientError, DriverError, Neo4jError, ServiceUnavailable
 from neo4j.graph import Node as GraphNode
 from neo4j.graph import Path as GraphPath
 from neo4j.graph import Relationship as GraphRelationship
 
-from core.errors import QueryError, StoreError
+from core.errors import QueryError
 from graph.store.base import GraphStore
 
 __all__ = ["CypherResult", "run_read_cypher"]
@@ -91,17 +90,7 @@ def run_read_cypher(
             out.rows.append({k: _jsonable(v) for k, v in record.items()})
         return out
 
-    try:
-        with store._driver.session(database=store.database, default_access_mode=neo4j.READ_ACCESS) as session:
-            return session.execute_read(neo4j.unit_of_work(timeout=timeout_s)(work))
-    except ServiceUnavailable as exc:
-        raise StoreError(f"Neo4j store {store.url} is unavailable: {exc}") from exc
-    except ClientError as exc:
-        raise QueryError(f"Cypher rejected by Neo4j ({exc.code}): {exc.message}") from exc
-    except Neo4jError as exc:
-        raise QueryError(f"Cypher failed ({exc.code}): {exc.message}") from exc
-    except DriverError as exc:
-        raise StoreError(f"Neo4j store {store.url} failed to run Cypher: {exc}") from exc
+    return store.run_read(work, timeout_s=timeout_s)  # the store translates driver errors
 
 
 def _check_read_only(summary: neo4j.ResultSummary) -> None:

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from core.errors import StoreError
-from graph.schema import Edge, GraphBatch
-from graph.store.base import GraphStore, NodeQuery
+from graph.schema import GraphBatch
+from graph.store.base import GraphStore, NodeQuery, chunks
 
 __all__ = ["CopyReport", "copy_store"]
 
 DEFAULT_BATCH = 5000
-
-
-@runtime_checkable
-class _HasPending(Protocol):
-    def pending_edges(self) -> list[Edge]: ...
 
 
 @dataclass(frozen=True)
@@ -55,28 +49,24 @@ def copy_store(
     """
     if batch_size < 1:
         raise StoreError(f"batch_size must be >= 1, got {batch_size}")
-    if src.url == dst.url:
+    if src is dst or (src.url == dst.url and src.url != "memory://"):  # every memory:// store is its own
         raise StoreError(f"source and destination are the same store ({src.url})")
     if require_empty and dst.counts().total_nodes:
         raise StoreError(f"destination store {dst.url} is not empty; copy into an empty store")
-    if not isinstance(src, _HasPending):
-        raise StoreError(f"store {src.url} cannot list its pending edges, so it cannot be copied losslessly")
 
     nodes = src.find_nodes(NodeQuery())
-    for i in range(0, len(nodes), batch_size):
-        chunk = nodes[i : i + batch_size]
+    for chunk in chunks(nodes, batch_size):
         dst.write(GraphBatch(nodes=chunk))
         if on_progress:
             on_progress("nodes", len(chunk))
     edges = src.find_edges()
-    for i in range(0, len(edges), batch_size):
-        chunk_e = edges[i : i + batch_size]
+    for chunk_e in chunks(edges, batch_size):
         dst.write(GraphBatch(edges=chunk_e))
         if on_progress:
             on_progress("edges", len(chunk_e))
     pending = src.pending_edges()
-    for i in range(0, len(pending), batch_size):
-        dst.write(GraphBatch(edges=pending[i : i + batch_size]))
+    for chunk_e in chunks(pending, batch_size):
+        dst.write(GraphBatch(edges=chunk_e))
     if on_progress and pending:
         on_progress("pending_edges", len(pending))
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.security import KeyStore
 from tests.api.conftest import LiveServer, make_settings, start_server
 from tests.api.helpers import assert_problem, tiny_bundle
-from api.security import KeyStore
 
 
 def _audit_lines(live: LiveServer) -> list[dict]:

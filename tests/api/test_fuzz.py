@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import schemathesis
-from schemathesis.core.failures import FailureGroup
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis.core.failures import FailureGroup
 
 from api.security import KeyStore
 from tests.api.conftest import LiveServer, make_settings, start_server

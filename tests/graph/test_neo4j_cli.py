@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli import app
+from cli.neo4j_commands import parse_params
 from graph.store.base import GraphStore, NodeQuery
 from graph.store.sqlite import SQLiteStore
 from tests.graph.store_samples import every_type_batch
-from cli import app
-from cli.neo4j_commands import parse_params
 
 pytestmark = pytest.mark.neo4j
 

@@ -1,22 +1,55 @@
-"""The store-level contract: every test runs on the embedded store AND on a real Neo4j server.
+"""The store-level contract: every test runs on the in-memory reference store, the embedded
+SQLite store AND a real Neo4j server.
 
 Known answers on small hand-built graphs: every node type round-trips, writes are atomic and
-idempotent, pending edges are promoted, every predicate and every ``find_*`` filter agrees.
+idempotent (also when a backend step fails half-way), pending edges are promoted, every
+predicate and every ``find_*`` filter agrees, backend errors surface as project errors.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from core.errors import QueryError
+from core.errors import QueryError, SchemaError, StoreError
 from graph.export import to_hetero_data, to_networkx, to_node_link
 from graph.predicates import All, AnyOf, CarriesVariant, HasCondition, LabValue, Not, OnMedication
 from graph.query import neighbourhood, patient_graph, timeline
 from graph.schema import Edge, GraphBatch, Node, NodeType, Rel, concept_id
+from graph.store import MemoryStore, SQLiteStore, open_store
 from graph.store.base import GraphStore, NodeQuery, StoreCounts
+from graph.store.transfer import copy_store
 from tests.graph.store_samples import DIABETES, GLUCOSE, LOINC, METFORMIN, SCT, cohort_batch, every_type_batch, t
+
+#: One public call of every kind, for the "any method" error tests.
+PUBLIC_CALLS: dict[str, Callable[[GraphStore], object]] = {
+    "write": lambda s: s.write(GraphBatch(nodes=[Node("Patient/z", NodeType.PATIENT, patient_id="z")])),
+    "get_nodes": lambda s: s.get_nodes(["Patient/p1"]),
+    "find_nodes": lambda s: s.find_nodes(NodeQuery(patient_id="p1")),
+    "find_edges": lambda s: s.find_edges(node_ids=["Patient/p1"]),
+    "pending_edges": lambda s: s.pending_edges(),
+    "patient_ids": lambda s: s.patient_ids(),
+    "cohort": lambda s: s.cohort(Not(HasCondition(DIABETES))),
+    "counts": lambda s: s.counts(),
+}
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("neo4j", marks=pytest.mark.neo4j)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
+    """A fresh, empty store of each kind: in memory, an embedded SQLite file, the real Neo4j server."""
+    if request.param == "neo4j":
+        yield request.getfixturevalue("neo4j_store")
+        return
+    s: GraphStore = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "store.db")
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture()
@@ -247,3 +280,193 @@ def test_within_days_outside_the_calendar_is_a_query_error(store):
 
     with pytest.raises(QueryError, match="outside the calendar"):
         store.cohort(LabValue("2339-0", ">", 1.0, within_days=1e9), as_of=datetime(2020, 1, 1, tzinfo=UTC))
+
+
+# ---------------------------------------------------------------------- atomicity and pending edges, in depth
+def _state(store: GraphStore) -> tuple[object, ...]:
+    return store.counts(), store.find_nodes(NodeQuery()), store.find_edges(), store.pending_edges()
+
+
+@pytest.mark.parametrize("failing_hook", ["_put_nodes", "_put_edges", "_drop_pending", "_put_pending"])
+def test_a_backend_step_failing_mid_write_rolls_back_everything(
+    store: GraphStore, monkeypatch: pytest.MonkeyPatch, failing_hook: str
+) -> None:
+    store.write(every_type_batch())
+    store.write(GraphBatch(edges=[Edge("Observation/l1", Rel.NEXT, "Observation/l2", "p1")]))  # pending
+    before = _state(store)
+    real = getattr(store, failing_hook)
+
+    def fail_after_the_real_step(*args: Any) -> Any:
+        real(*args)
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(store, failing_hook, fail_after_the_real_step)
+    batch = GraphBatch(  # updates a node, adds two, promotes the pending edge, adds a real and a pending edge
+        nodes=[Node("Observation/l2", NodeType.LAB, patient_id="p1", time=t(2019, 2), code=GLUCOSE, value=1.0),
+               Node("Condition/c1", NodeType.CONDITION, patient_id="p1", time=t(2018, 3, 1), code=DIABETES),
+               Node("Procedure/x2", NodeType.PROCEDURE, patient_id="p1", time=t(2019, 3))],
+        edges=[Edge("Patient/p1", Rel.HAS_LAB, "Observation/l2", "p1"),
+               Edge("Procedure/x2", Rel.RECORDED_IN, "Encounter/later", "p1")],
+    )
+    with pytest.raises(RuntimeError, match="injected"):
+        store.write(batch)
+    assert _state(store) == before
+    monkeypatch.undo()
+    stats = store.write(batch)  # and the same batch goes through once nothing fails
+    assert (stats.nodes_added, stats.nodes_updated, stats.edges_added, stats.edges_pending) == (2, 1, 2, 1)
+
+
+def test_pending_edges_wait_for_every_endpoint_and_the_batch_copy_wins(store: GraphStore) -> None:
+    first = [Edge("Patient/q", Rel.HAS_LAB, "Observation/q1", "q", {"v": 1}),
+             Edge("Observation/q1", Rel.RECORDED_IN, "Encounter/q", "q")]
+    stats = store.write(GraphBatch(edges=first))
+    assert (stats.edges_added, stats.edges_pending) == (0, 2)
+    assert store.pending_edges() == sorted(first, key=lambda e: e.key)
+    newer = Edge("Patient/q", Rel.HAS_LAB, "Observation/q1", "q", {"v": 2})
+    stats = store.write(GraphBatch(nodes=[Node("Patient/q", NodeType.PATIENT, patient_id="q"),
+                                          Node("Observation/q1", NodeType.LAB, patient_id="q")], edges=[newer]))
+    assert (stats.nodes_added, stats.edges_added, stats.edges_pending) == (2, 1, 1)
+    assert store.find_edges() == [newer]  # promoted once, with the batch's newer props
+    assert store.pending_edges() == [first[1]]
+    stats = store.write(GraphBatch(nodes=[Node("Encounter/q", NodeType.ENCOUNTER, patient_id="q")]))
+    assert (stats.edges_added, stats.edges_pending) == (1, 0)
+    assert store.pending_edges() == [] and store.counts().edges == {"HAS_LAB": 1, "RECORDED_IN": 1}
+
+
+def test_retyping_a_node_moves_it_between_types(store: GraphStore) -> None:
+    store.write(GraphBatch(nodes=[Node("Observation/x", NodeType.LAB, patient_id="p", code="c")]))
+    stats = store.write(GraphBatch(nodes=[Node("Observation/x", NodeType.VARIANT, patient_id="p", code="c")]))
+    assert (stats.nodes_added, stats.nodes_updated) == (0, 1)
+    assert store.counts().nodes == {"Variant": 1}
+    assert store.find_nodes(NodeQuery(types=(NodeType.LAB,))) == []
+    assert [n.type for n in store.find_nodes(NodeQuery(types=(NodeType.VARIANT,)))] == [NodeType.VARIANT]
+
+
+def test_duplicates_within_a_batch_count_once_and_the_last_wins(store: GraphStore) -> None:
+    a = Node("Patient/d", NodeType.PATIENT, patient_id="d", props={"v": 1})
+    b = Node("Patient/d", NodeType.PATIENT, patient_id="d", props={"v": 2})
+    stats = store.write(GraphBatch(nodes=[a, b]))
+    assert (stats.nodes_added, stats.nodes_updated) == (1, 0)
+    assert store.get_nodes(["Patient/d", "Patient/d"]) == [b]
+
+
+# ---------------------------------------------------------------------- errors: one boundary, project errors only
+def test_project_errors_from_a_backend_pass_through_unchanged(
+    store: GraphStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    err = QueryError("raised by the backend itself")
+
+    def raise_it(*_: object) -> None:
+        raise err
+
+    monkeypatch.setattr(store, "_counts", raise_it)
+    with pytest.raises(QueryError) as info:
+        store.counts()
+    assert info.value is err
+    with pytest.raises(SchemaError):  # the schema check raises SchemaError (a ValueError), not a StoreError
+        store.write(GraphBatch(nodes=[Node("Observation/new", NodeType.LAB, patient_id="p1"),
+                                      Node("Patient/p1", NodeType.PATIENT, patient_id="p1")],
+                               edges=[Edge("Observation/new", Rel.HAS_LAB, "Patient/p1", "p1")]))
+
+
+@pytest.mark.parametrize("call", list(PUBLIC_CALLS))
+def test_every_method_of_a_closed_store_raises_store_error(store: GraphStore, call: str) -> None:
+    store.write(every_type_batch())
+    store.close()
+    with pytest.raises(StoreError) as info:
+        PUBLIC_CALLS[call](store)
+    assert not isinstance(info.value.__cause__, StoreError)  # translated once
+
+
+def test_invalid_reads_are_query_errors_everywhere(store: GraphStore) -> None:
+    store.write(every_type_batch())
+    with pytest.raises(QueryError, match="limit"):
+        store.find_nodes(NodeQuery(limit=-1))
+    assert store.find_nodes(NodeQuery(limit=0)) == []
+    assert store.find_edges(rels=[]) == store.find_edges()  # empty: every relationship
+    sneaky = LabValue(GLUCOSE, ">", 1.0)
+    object.__setattr__(sneaky, "op", "> 0 OR 1=1 --")
+    with pytest.raises(QueryError, match="op"):
+        store.cohort(sneaky)
+
+
+# ---------------------------------------------------------------------- SQLite: any sqlite3 error after open: StoreError
+@pytest.fixture()
+def filled_sqlite(tmp_path: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "store.db")
+    s.write(every_type_batch())
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("call", list(PUBLIC_CALLS))
+def test_sqlite_connection_closed_underneath_is_a_store_error(filled_sqlite: SQLiteStore, call: str) -> None:
+    filled_sqlite._conn.close()
+    with pytest.raises(StoreError, match="closed") as info:
+        PUBLIC_CALLS[call](filled_sqlite)
+    assert isinstance(info.value.__cause__, sqlite3.ProgrammingError)
+
+
+def test_sqlite_locked_by_another_writer_is_a_store_error(filled_sqlite: SQLiteStore) -> None:
+    before = _state(filled_sqlite)
+    other = sqlite3.connect(filled_sqlite.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        filled_sqlite._conn.execute("PRAGMA busy_timeout = 0")
+        with pytest.raises(StoreError, match="locked") as info:
+            PUBLIC_CALLS["write"](filled_sqlite)
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        assert filled_sqlite.counts() == before[0]  # readers are not blocked (WAL)
+    finally:
+        other.close()
+    assert _state(filled_sqlite) == before
+
+
+def test_sqlite_read_only_database_is_a_store_error(filled_sqlite: SQLiteStore) -> None:
+    before = _state(filled_sqlite)
+    filled_sqlite._conn.execute("PRAGMA query_only = ON")
+    with pytest.raises(StoreError, match="readonly"):
+        PUBLIC_CALLS["write"](filled_sqlite)
+    filled_sqlite._conn.execute("PRAGMA query_only = OFF")
+    assert _state(filled_sqlite) == before
+
+
+def test_sqlite_missing_table_is_a_store_error_and_rolls_back(filled_sqlite: SQLiteStore) -> None:
+    filled_sqlite._conn.execute("DROP TABLE pending_edges")
+    nodes_before = filled_sqlite.find_nodes(NodeQuery())
+    with pytest.raises(StoreError, match="no such table"):
+        filled_sqlite.write(GraphBatch(nodes=[Node("Patient/z", NodeType.PATIENT, patient_id="z")],
+                                      edges=[Edge("Patient/z", Rel.HAS_LAB, "Observation/later", "z")]))
+    assert filled_sqlite.find_nodes(NodeQuery()) == nodes_before
+    with pytest.raises(StoreError, match="no such table"):
+        filled_sqlite.counts()
+
+
+def test_sqlite_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    bad = tmp_path / "not.db"
+    bad.write_bytes(b"this is not an SQLite file" * 100)
+    with pytest.raises(StoreError, match="not a database"):
+        SQLiteStore(bad)
+
+
+# ---------------------------------------------------------------------- the memory store
+def test_memory_url_opens_a_fresh_store_each_time() -> None:
+    a, b = open_store("memory://"), open_store("memory://")
+    assert isinstance(a, MemoryStore) and a is not b and a.url == "memory://"
+    a.write(every_type_batch())
+    assert b.counts() == StoreCounts() and a.counts().total_nodes == len(every_type_batch().nodes)
+
+
+def test_memory_and_sqlite_copy_into_each_other_losslessly(tmp_path: Path) -> None:
+    mem = MemoryStore()
+    mem.write(every_type_batch())
+    mem.write(cohort_batch("b", [(t(2019), 7.5)], DIABETES, (t(2019), t(2020)), "APOE"))
+    mem.write(GraphBatch(edges=[Edge("Observation/l1", Rel.NEXT, "Observation/later", "p1", {"k": [1, 2]})]))
+    with SQLiteStore(tmp_path / "copy.db") as sq:
+        report = copy_store(mem, sq)
+        assert (report.pending_edges, _state(sq)) == (1, _state(mem))
+        back = MemoryStore()
+        assert copy_store(sq, back) == report
+        assert _state(back) == _state(mem)

@@ -14,7 +14,7 @@ from graph.store.sqlite import SQLiteStore
 from twin.baselines import lab_history, last_value
 from twin.features import FeatureSpec, load_records
 from twin.model.checkpoint import TwinEnsemble
-from twin.train import TrainConfig, build_examples, evaluate_loss, train
+from twin.training import TrainConfig, build_examples, evaluate_loss, train
 
 
 def test_config_validation() -> None:

@@ -1,7 +1,7 @@
 """The twin's dynamics model: hetero GNN encoder, neural ODE with treatment inputs, decoders."""
 
-from twin.model.checkpoint import CHECKPOINT_FORMAT, TwinEnsemble
 from twin.config import ModelConfig
+from twin.model.checkpoint import CHECKPOINT_FORMAT, TwinEnsemble
 from twin.model.decoders import LabDecoder
 from twin.model.dynamics import LatentDynamics, solve
 from twin.model.hetero_encoder import HeteroPatientEncoder

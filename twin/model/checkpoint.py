@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from core.errors import ModelError
-from twin.features.hetero import FeatureSpec, node_dims
-from twin.image_encoder import ImageEncoder
 from twin.config import ModelConfig
-from twin.model.twin_model import TwinModel
+from twin.features.hetero import FeatureSpec, node_dims
 from twin.features.vocab import Normalisers, Vocabulary
+from twin.image_encoder import ImageEncoder
+from twin.model.twin_model import TwinModel
 
 __all__ = ["CHECKPOINT_FORMAT", "TwinEnsemble", "load_model"]
 

@@ -23,6 +23,7 @@ A whole batch (patients x plans) is one ``torchdiffeq.odeint`` call on one time 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -48,8 +49,9 @@ class LatentDynamics(nn.Module):
         self.time_unit_days = time_unit_days
         self.f = nn.Sequential(nn.Linear(latent + n_drugs + static, hidden), nn.Tanh(),
                                nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, latent))
-        nn.init.zeros_(self.f[-1].weight)
-        nn.init.zeros_(self.f[-1].bias)
+        out = cast(nn.Linear, self.f[-1])  # Sequential indexing is typed as a plain Module
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
         self.pk_logit = nn.Parameter(torch.full((n_drugs,), -1.0))  # k = 8*sigmoid(-1) ~ 2.2 / unit
         self.effect_logit = nn.Parameter(torch.full((n_labs, n_drugs), -1.0))  # effect-compartment rates
         # EC50 starts at 0.3 typical daily doses: drugs are dosed near the plateau of their

@@ -9,6 +9,8 @@ and a static context ``s``.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
@@ -66,7 +68,8 @@ class HeteroPatientEncoder(nn.Module):
     def propagate(self, h0: dict[str, Tensor], batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """Message passing from ``h0`` and pooling to ``(mu, logvar, s)``."""
         h = {t: torch.nn.functional.gelu(x) for t, x in h0.items()}
-        for conv, norms in zip(self.convs, self.norms):
+        for conv, layer_norms in zip(self.convs, self.norms, strict=True):
+            norms = cast(nn.ModuleDict, layer_norms)  # ModuleList yields plain Modules; each entry is a ModuleDict
             out = conv(h, batch.edge_index_dict)
             h = {t: norms[t](h[t] + torch.nn.functional.gelu(out[t])) if t in out else h[t] for t in h}
         n = batch["patient"].x.shape[0]

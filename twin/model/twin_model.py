@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
-from twin.features.batch import ExampleBatch
 from twin.config import ModelConfig
+from twin.features.batch import ExampleBatch
 from twin.model.decoders import LabDecoder
 from twin.model.dynamics import LatentDynamics, solve
 from twin.model.hetero_encoder import HeteroPatientEncoder

@@ -18,8 +18,8 @@ import os
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,14 +30,22 @@ from tqdm.auto import tqdm
 from core.errors import TwinError
 from graph.schema import NodeType
 from graph.store.base import GraphStore
-from twin.features import (Example, FeatureSpec, PatientRecords, build_example, change_origins, choose_origins, collate,
-                           load_records)
+from twin.config import TrainConfig
+from twin.features import (
+    Example,
+    FeatureSpec,
+    PatientRecords,
+    build_example,
+    change_origins,
+    choose_origins,
+    collate,
+    load_records,
+)
 from twin.features.records import image_path
+from twin.features.vocab import build_vocabulary
 from twin.image_encoder import ImageEncoder
 from twin.model.checkpoint import TwinEnsemble
-from twin.config import ModelConfig, TrainConfig
 from twin.model.twin_model import TwinModel
-from twin.features.vocab import build_vocabulary
 
 __all__ = ["TrainReport", "build_examples", "evaluate_loss", "split_patients", "train"]
 
@@ -120,8 +128,9 @@ def _train_member(member: int, ens: TwinEnsemble, train_ex: list[Example], val_e
     gen = torch.Generator().manual_seed(seed)
     model = TwinEnsemble.build_member(cfg.model, ens.spec).to(device)
     treat = {id(p) for p in model.treatment_parameters()}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in treat]},
-              {"params": model.treatment_parameters(), "lr": cfg.lr * cfg.treatment_lr_mult, "eps": cfg.treatment_eps}]
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in model.parameters() if id(p) not in treat]},
+        {"params": model.treatment_parameters(), "lr": cfg.lr * cfg.treatment_lr_mult, "eps": cfg.treatment_eps}]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr * 0.05)
     best, best_state, bad, history = math.inf, copy.deepcopy(model.state_dict()), 0, []
