@@ -24,6 +24,7 @@ from typing import Any
 from core.errors import SchemaError
 
 __all__ = [
+    "Prop",
     "EDGE_TYPES",
     "EVENT_TYPES",
     "Edge",
@@ -107,6 +108,18 @@ EDGE_TYPES: tuple[EdgeType, ...] = (
     *((t, Rel.NEXT, t) for t in EVENT_TYPES),
 )
 _EDGE_SET = frozenset(EDGE_TYPES)
+
+
+class Prop:
+    """Names of the node properties the engine reads (parsers write them under exactly these names)."""
+
+    BIRTH_DATE = "birth_date"  # Patient: ISO date (or year) of birth
+    BIRTH_YEAR = "birth_year"  # Patient: year of birth, where the date is reduced
+    SEX = "sex"  # Patient: administrative sex / gender as recorded
+    DECEASED = "deceased"  # Patient: a death flag or time when no end time is known
+    GENE = "gene"  # Variant: HGNC gene symbol
+    FILE = "file"  # Image: the pixel file as referenced by the record
+    FILE_PATH = "file_path"  # Image: that reference resolved to an absolute path at ingest
 
 
 def has_edge_for(node_type: NodeType) -> Rel:

@@ -27,7 +27,7 @@ from functools import lru_cache
 
 from core.errors import RecordError
 
-__all__ = ["CANONICAL", "LabUnit", "canonical_unit", "convert", "normalize_unit", "to_canonical"]
+__all__ = ["CANONICAL", "LabUnit", "canonical_unit", "convert", "lab_codes_named", "normalize_unit", "to_canonical"]
 
 
 @dataclass(frozen=True)
@@ -35,56 +35,58 @@ class LabUnit:
     """Canonical unit of one LOINC code.
 
     ``molar_mass`` (g/mol) enables mass <-> amount-of-substance conversions (mg/dL <-> mmol/L);
-    ``low``/``high`` bound physically possible values in the canonical unit (inclusive).
+    ``low``/``high`` bound physically possible values in the canonical unit (inclusive);
+    ``names`` are the short names people use for the code (``HbA1c``, ``eGFR``), lower case.
     """
 
     unit: str
     molar_mass: float | None = None
     low: float | None = 0.0
     high: float | None = None
+    names: tuple[str, ...] = ()
 
 
 _GLUCOSE, _CHOL, _TG, _CREAT, _UREA_N, _CA = 180.16, 386.65, 885.7, 113.12, 28.014, 40.08
-_PCT = dict(low=0.0, high=100.0)
 
 #: Canonical unit per LOINC code (labs seen in Synthea and the HL7 examples, plus vitals).
 CANONICAL: dict[str, LabUnit] = {
     # chemistry (molar masses give the usual factors: glucose 18.016, cholesterol 38.67, ...)
-    "2339-0": LabUnit("mg/dL", _GLUCOSE),  # glucose, blood
-    "2345-7": LabUnit("mg/dL", _GLUCOSE),  # glucose, serum/plasma
+    "2339-0": LabUnit("mg/dL", _GLUCOSE, names=("glucose",)),  # glucose, blood
+    "2345-7": LabUnit("mg/dL", _GLUCOSE, names=("glucose",)),  # glucose, serum/plasma
     "15074-8": LabUnit("mmol/L", _GLUCOSE),  # glucose [moles/volume] in blood
-    "38483-4": LabUnit("mg/dL", _CREAT),  # creatinine, blood
-    "2160-0": LabUnit("mg/dL", _CREAT),  # creatinine, serum/plasma
+    "38483-4": LabUnit("mg/dL", _CREAT, names=("creatinine",)),  # creatinine, blood
+    "2160-0": LabUnit("mg/dL", _CREAT, names=("creatinine",)),  # creatinine, serum/plasma
     "6299-2": LabUnit("mg/dL", _UREA_N),  # urea nitrogen
     "3094-0": LabUnit("mg/dL", _UREA_N),  # urea nitrogen, serum/plasma
     "49765-1": LabUnit("mg/dL", _CA),  # calcium
     "17861-6": LabUnit("mg/dL", _CA),  # calcium, serum/plasma
     "2947-0": LabUnit("mmol/L"),  # sodium
     "2951-2": LabUnit("mmol/L"),  # sodium, serum/plasma
-    "6298-4": LabUnit("mmol/L"),  # potassium
-    "2823-3": LabUnit("mmol/L"),  # potassium, serum/plasma
+    "6298-4": LabUnit("mmol/L", names=("potassium", "k")),  # potassium
+    "2823-3": LabUnit("mmol/L", names=("potassium", "k")),  # potassium, serum/plasma
     "2069-3": LabUnit("mmol/L"),  # chloride
     "2075-0": LabUnit("mmol/L"),  # chloride, serum/plasma
     "20565-8": LabUnit("mmol/L"),  # carbon dioxide
     "2028-9": LabUnit("mmol/L"),  # carbon dioxide, serum/plasma
     "2093-3": LabUnit("mg/dL", _CHOL),  # total cholesterol
-    "18262-6": LabUnit("mg/dL", _CHOL),  # LDL cholesterol (direct)
-    "13457-7": LabUnit("mg/dL", _CHOL),  # LDL cholesterol (calculated)
-    "2089-1": LabUnit("mg/dL", _CHOL),  # LDL cholesterol
-    "2085-9": LabUnit("mg/dL", _CHOL),  # HDL cholesterol
+    "18262-6": LabUnit("mg/dL", _CHOL, names=("ldl",)),  # LDL cholesterol (direct)
+    "13457-7": LabUnit("mg/dL", _CHOL, names=("ldl",)),  # LDL cholesterol (calculated)
+    "2089-1": LabUnit("mg/dL", _CHOL, names=("ldl",)),  # LDL cholesterol
+    "2085-9": LabUnit("mg/dL", _CHOL, names=("hdl",)),  # HDL cholesterol
     "2571-8": LabUnit("mg/dL", _TG),  # triglycerides
-    "4548-4": LabUnit("%", **_PCT),  # hemoglobin A1c (NGSP %); IFCC mmol/mol converted
-    "17856-6": LabUnit("%", **_PCT),  # hemoglobin A1c by HPLC
+    "4548-4": LabUnit("%", low=0.0, high=100.0, names=("hba1c", "a1c")),  # hemoglobin A1c (NGSP %); IFCC mmol/mol converted
+    "17856-6": LabUnit("%", low=0.0, high=100.0, names=("hba1c", "a1c")),  # hemoglobin A1c by HPLC
     # kidney function (annotations are unity in UCUM, so mL/min reads as mL/min/{1.73_m2})
-    "33914-3": LabUnit("mL/min/{1.73_m2}"),
-    "48642-3": LabUnit("mL/min/{1.73_m2}"),
-    "48643-1": LabUnit("mL/min/{1.73_m2}"),
-    "62238-1": LabUnit("mL/min/{1.73_m2}"),
-    "98979-8": LabUnit("mL/min/{1.73_m2}"),
+    "33914-3": LabUnit("mL/min/{1.73_m2}", names=("egfr",)),
+    "48642-3": LabUnit("mL/min/{1.73_m2}", names=("egfr",)),
+    "48643-1": LabUnit("mL/min/{1.73_m2}", names=("egfr",)),
+    "62238-1": LabUnit("mL/min/{1.73_m2}", names=("egfr",)),
+    "98979-8": LabUnit("mL/min/{1.73_m2}", names=("egfr",)),
+    "69405-9": LabUnit("mL/min/{1.73_m2}", names=("egfr",)),  # eGFR, creatinine-based (CKD-EPI)
     "14959-1": LabUnit("mg/g"),  # microalbumin/creatinine ratio
     # haematology
     "718-7": LabUnit("g/dL"),  # hemoglobin
-    "4544-3": LabUnit("%", **_PCT),  # hematocrit
+    "4544-3": LabUnit("%", low=0.0, high=100.0),  # hematocrit
     "6690-2": LabUnit("10*3/uL"),  # leukocytes
     "789-8": LabUnit("10*6/uL"),  # erythrocytes
     "777-3": LabUnit("10*3/uL"),  # platelets
@@ -103,21 +105,21 @@ CANONICAL: dict[str, LabUnit] = {
     "1975-2": LabUnit("mg/dL"),  # bilirubin total
     "33762-6": LabUnit("pg/mL"),  # NT-proBNP
     # vitals
-    "29463-7": LabUnit("kg"),  # body weight
+    "29463-7": LabUnit("kg", names=("weight",)),  # body weight
     "3141-9": LabUnit("kg"),  # body weight measured
     "8302-2": LabUnit("cm"),  # body height
     "8306-3": LabUnit("cm"),  # body height lying
-    "39156-5": LabUnit("kg/m2"),  # BMI
-    "59576-9": LabUnit("%", **_PCT),  # BMI percentile
+    "39156-5": LabUnit("kg/m2", names=("bmi",)),  # BMI
+    "59576-9": LabUnit("%", low=0.0, high=100.0),  # BMI percentile
     "8310-5": LabUnit("Cel", low=-273.15),  # body temperature
     "8331-1": LabUnit("Cel", low=-273.15),  # oral temperature
-    "8480-6": LabUnit("mm[Hg]"),  # systolic
-    "8462-4": LabUnit("mm[Hg]"),  # diastolic
+    "8480-6": LabUnit("mm[Hg]", names=("sbp", "systolic")),  # systolic
+    "8462-4": LabUnit("mm[Hg]", names=("dbp", "diastolic")),  # diastolic
     "8478-0": LabUnit("mm[Hg]"),  # mean arterial pressure
     "8867-4": LabUnit("/min"),  # heart rate
     "9279-1": LabUnit("/min"),  # respiratory rate
-    "2708-6": LabUnit("%", **_PCT),  # O2 saturation arterial
-    "59408-5": LabUnit("%", **_PCT),  # O2 saturation by pulse oximetry
+    "2708-6": LabUnit("%", low=0.0, high=100.0),  # O2 saturation arterial
+    "59408-5": LabUnit("%", low=0.0, high=100.0),  # O2 saturation by pulse oximetry
     "72514-3": LabUnit("{score}", low=0.0, high=10.0),  # pain severity 0-10
 }
 
@@ -131,6 +133,11 @@ _SYNONYMS: dict[str, str] = {
     "ml/min/1.73m2": "mL/min/{1.73_m2}",
     "mg/dl": "mg/dL",
     "g/dl": "g/dL",
+    "mcg": "ug",
+    "microgram": "ug",
+    "µg": "ug",
+    "μg": "ug",
+    "MG": "mg",
     "mmol/l": "mmol/L",
     "umol/l": "umol/L",
     "µmol/L": "umol/L",
@@ -328,6 +335,12 @@ def _swap(d: tuple[int, ...], a: int, b: int) -> tuple[int, ...]:
     out = list(d)
     out[a], out[b] = d[b], d[a]
     return tuple(out)
+
+
+def lab_codes_named(name: str) -> tuple[str, ...]:
+    """LOINC codes people call ``name`` (``"HbA1c"`` → 4548-4, 17856-6), from :data:`CANONICAL`."""
+    key = name.strip().lower().replace(" ", "")
+    return tuple(code for code, lu in CANONICAL.items() if key in lu.names)
 
 
 def canonical_unit(code: str | None) -> str | None:

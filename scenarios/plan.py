@@ -40,8 +40,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from core.errors import PlanError
+from core.errors import PlanError, RecordError
 from graph.timeutil import days_between, utc
+from graph.units import convert, normalize_unit
 from scenarios.drugs import DrugCatalog, builtin_catalog
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
     "unit_to_mg",
 ]
 
-_UNIT_TO_MG = {"mg": 1.0, "g": 1000.0, "mcg": 1e-3, "ug": 1e-3, "µg": 1e-3, "μg": 1e-3, "microgram": 1e-3}
 _FREQ = {
     "once": 1.0, "daily": 1.0, "qd": 1.0, "od": 1.0, "once daily": 1.0, "qam": 1.0, "qpm": 1.0, "qhs": 1.0,
     "bid": 2.0, "twice daily": 2.0, "tid": 3.0, "three times daily": 3.0, "qid": 4.0, "four times daily": 4.0,
@@ -67,10 +67,10 @@ Day = float | date | datetime
 
 
 def unit_to_mg(unit: str) -> float:
-    """Factor turning an amount in ``unit`` into mg. Raises ``ValueError`` for other units."""
+    """Factor turning an amount in ``unit`` into mg (any UCUM mass unit, and mcg). ``ValueError`` otherwise."""
     try:
-        return _UNIT_TO_MG[unit.strip().lower() if unit.strip() not in ("µg", "μg") else unit.strip()]
-    except KeyError:
+        return convert(1.0, normalize_unit(unit) or "", "mg")
+    except RecordError:
         raise ValueError(f"unit {unit!r} is not a mass unit this engine converts (use mg, g or mcg)") from None
 
 

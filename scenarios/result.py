@@ -16,28 +16,10 @@ from typing import Any
 import numpy as np
 
 from core.errors import PlanError
+from graph.units import lab_codes_named
 from scenarios.guardrails import Flag
 
-__all__ = ["LAB_ALIASES", "ScenarioResult", "Threshold", "Interval"]
-
-#: Common names of lab/vital codes (LOINC), so users can write ``HbA1c`` or ``eGFR``.
-LAB_ALIASES: dict[str, tuple[str, ...]] = {
-    "hba1c": ("4548-4", "17856-6", "59261-8"),
-    "a1c": ("4548-4", "17856-6"),
-    "egfr": ("33914-3", "62238-1", "48642-3", "48643-1", "98979-8", "69405-9"),
-    "ldl": ("18262-6", "13457-7", "2089-1"),
-    "hdl": ("2085-9",),
-    "sbp": ("8480-6",),
-    "systolic": ("8480-6",),
-    "dbp": ("8462-4",),
-    "diastolic": ("8462-4",),
-    "potassium": ("2823-3", "6298-4"),
-    "k": ("2823-3", "6298-4"),
-    "creatinine": ("2160-0", "38483-4"),
-    "glucose": ("2339-0", "2345-7"),
-    "bmi": ("39156-5",),
-    "weight": ("29463-7",),
-}
+__all__ = ["Interval", "ScenarioResult", "Threshold"]
 
 Interval = tuple[float, float, float]
 """``(median, 5 % quantile, 95 % quantile)`` (the quantile levels of the result)."""
@@ -143,7 +125,7 @@ class ScenarioResult:
         for i, c in enumerate(self.labs):
             if self.lab_names.get(c, "").lower() == low:
                 return i
-        for code in LAB_ALIASES.get(low.replace(" ", ""), ()):
+        for code in lab_codes_named(low):
             if code in self.labs:
                 return self.labs.index(code)
         hits = [i for i, c in enumerate(self.labs) if low and low in self.lab_names.get(c, "").lower()]

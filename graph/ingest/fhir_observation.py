@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import RecordError
 from graph.ingest.fields import LOINC, UCUM, Coding, Loc
-from graph.schema import Node, NodeType
+from graph.schema import Node, NodeType, Prop
 from graph.timeutil import to_iso
 from graph.units import CANONICAL, canonical_unit, convert, normalize_unit, to_canonical
 
@@ -297,7 +297,7 @@ def _lab(nid: str, pid: str, time: datetime | None, coding: Coding | None, v: _V
 def _map_genomic(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc, pid: str, code: Coding | None,
                  components: list[dict[str, Any]], time: datetime | None, common: dict[str, Any]) -> None:
     gene = _gene(loc, r, components)
-    props: dict[str, Any] = {**common, "gene": gene}
+    props: dict[str, Any] = {**common, Prop.GENE: gene}
     top = _read_value(loc, r, "", None)
     if top is not None:
         props["result"] = _plain(top)

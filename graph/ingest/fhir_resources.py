@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from graph.ingest.fhir_observation import map_molecular_sequence, map_observation
 from graph.ingest.fields import DICOM_DCM, LOINC, RXNORM, SNOMED, UCUM, Coding, Loc
-from graph.schema import Node, NodeType, Rel
+from graph.schema import Node, NodeType, Prop, Rel
 from graph.units import normalize_unit
 
 if TYPE_CHECKING:
@@ -49,15 +49,15 @@ def map_patient(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
     props: dict[str, Any] = {}
     raw_birth = loc.string(r, "birthDate", "birthDate")
     if raw_birth is not None:
-        props["birth_date"] = raw_birth.strip()[:10]
-        props["birth_year"] = birth.year if birth else None
+        props[Prop.BIRTH_DATE] = raw_birth.strip()[:10]
+        props[Prop.BIRTH_YEAR] = birth.year if birth else None
     gender = loc.string(r, "gender", "gender")
     if gender is not None:
-        props["sex"] = gender
+        props[Prop.SEX] = gender
     deceased_at = loc.time(r, "deceasedDateTime", "deceasedDateTime")
     flag = loc.boolean(r, "deceasedBoolean", "deceasedBoolean")
     if flag is not None:
-        props["deceased"] = flag
+        props[Prop.DECEASED] = flag
     ff.builder.add(Node(id=f"Patient/{rid}", type=NodeType.PATIENT, patient_id=rid, end=deceased_at,
                         props=props, source=_src("Patient", rid)))
 
@@ -251,11 +251,11 @@ def _file_props(ff: FhirFile, urls: list[str]) -> dict[str, Any]:
     """``file`` (first reference as given), ``files`` (all) and ``file_path`` resolved against the file's folder."""
     if not urls:
         return {}
-    props: dict[str, Any] = {"file": urls[0]}
+    props: dict[str, Any] = {Prop.FILE: urls[0]}
     if len(urls) > 1:
         props["files"] = list(urls)
     if ff.base_dir is not None and "://" not in urls[0] and not urls[0].startswith(("urn:", "data:")):
-        props["file_path"] = str((ff.base_dir / urls[0]).resolve())
+        props[Prop.FILE_PATH] = str((ff.base_dir / urls[0]).resolve())
     return props
 
 

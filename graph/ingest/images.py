@@ -20,7 +20,7 @@ from typing import Any
 from core.errors import RecordError
 from graph.ingest.builder import BatchBuilder, ParsedFile
 from graph.ingest.fields import DICOM_DCM
-from graph.schema import Node, NodeType
+from graph.schema import Node, NodeType, Prop
 from graph.timeutil import utc
 
 __all__ = ["parse_image"]
@@ -104,7 +104,7 @@ def parse_image(path: str | Path, *, patient_id: str, time: datetime | None = No
     nid = f"ImageFile/{_digest(p, patient_id)}"
     node = Node(id=nid, type=NodeType.IMAGE, patient_id=patient_id, time=when,
                 code=modality, system=DICOM_DCM if modality else None,
-                props={**props, "file": str(path), "source_type": "file"}, source=f"file:{nid.split('/', 1)[1]}")
+                props={**props, Prop.FILE: str(path), "source_type": "file"}, source=f"file:{nid.split('/', 1)[1]}")
     b = BatchBuilder()
     b.event(node)
     return ParsedFile(str(p), f"image-{props['format']}", b.batch(), Counter({"Image file": 1}), Counter())

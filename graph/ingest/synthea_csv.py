@@ -30,7 +30,7 @@ from typing import Any
 from core.errors import RecordError
 from graph.ingest.builder import BatchBuilder, ParsedFile
 from graph.ingest.fields import LOINC, RXNORM, SNOMED, content_id
-from graph.schema import Node, NodeType, Rel
+from graph.schema import Node, NodeType, Prop, Rel
 from graph.timeutil import parse_fhir_time
 from graph.units import to_canonical
 
@@ -155,10 +155,10 @@ def parse_synthea_csv(folder: str | Path) -> ParsedFile:
     for row in ex.table("patients"):
         patient_id = row.need("Id")
         birth = row.time("BIRTHDATE", required=True)
-        props: dict[str, Any] = {"birth_date": row.need("BIRTHDATE")[:10], "birth_year": birth.year if birth else None}
+        props: dict[str, Any] = {Prop.BIRTH_DATE: row.need("BIRTHDATE")[:10], Prop.BIRTH_YEAR: birth.year if birth else None}
         gender = row.get("GENDER")
         if gender:
-            props["sex"] = _SEX.get(gender.upper(), gender.lower())
+            props[Prop.SEX] = _SEX.get(gender.upper(), gender.lower())
         ex.patients.add(patient_id)
         ex.b.add(Node(id=f"Patient/{patient_id}", type=NodeType.PATIENT, patient_id=patient_id, end=row.time("DEATHDATE"),
                       props=props, source=ex.src(row, patient_id)))
@@ -310,7 +310,7 @@ def _clones(ex: _Export) -> None:
         for gene in genes:
             props = {"kind": "somatic-clone", "clone_id": clone, "clone_type": row.get("clone_type"),
                      "parent_clone_id": row.get("parent_clone_id"), "signature": row.get("signature_key"),
-                     "gene": gene, "genomic_source": "somatic", "vaf_pct": vaf.get((pid, clone))}
+                     Prop.GENE: gene, "genomic_source": "somatic", "vaf_pct": vaf.get((pid, clone))}
             vid = f"Variant/clone/{pid}/{clone}/{gene}"
             ex.b.variant(Node(id=vid, type=NodeType.VARIANT, patient_id=pid, time=time, display=f"{gene} ({clone})",
                               props={k: v for k, v in props.items() if v is not None},

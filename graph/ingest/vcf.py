@@ -26,7 +26,7 @@ from pathlib import Path
 
 from core.errors import RecordError
 from graph.ingest.builder import BatchBuilder, ParsedFile
-from graph.schema import Node, NodeType
+from graph.schema import Node, NodeType, Prop
 from graph.timeutil import utc
 
 __all__ = ["parse_vcf"]
@@ -115,7 +115,7 @@ def parse_vcf(path: str | Path, *, patient_id: str | None = None, time: datetime
                 a = alts[i - 1]
                 if a in (".", "*"):
                     continue
-                props = {"chrom": chrom, "pos": int(pos), "ref": ref, "alt": a, "zygosity": zyg, "gene": gene,
+                props = {"chrom": chrom, "pos": int(pos), "ref": ref, "alt": a, "zygosity": zyg, Prop.GENE: gene,
                          "rsid": vid if vid != "." else None, "significance": info_map.get("CLNSIG"),
                          "filter": _filter if _filter != "." else None}
                 node = Node(id=f"Variant/{sample}/{chrom}-{pos}-{ref}-{a}", type=NodeType.VARIANT, patient_id=sample,

@@ -40,16 +40,11 @@ from twin.features.vocab import Normalisers, Vocabulary, concept_key, event_kind
 
 __all__ = ["EVENT_NODE_TYPES", "FeatureSpec", "build_graph", "drop_modalities", "edge_types", "node_dims", "time_encoding"]
 
-#: HeteroData node type of each graph node type (the patient is its own type).
-EVENT_NODE_TYPES: dict[NodeType, str] = {
-    NodeType.LAB: "lab",
-    NodeType.CONDITION: "condition",
-    NodeType.MEDICATION: "medication",
-    NodeType.PROCEDURE: "procedure",
-    NodeType.ENCOUNTER: "encounter",
-    NodeType.IMAGE: "image",
-    NodeType.VARIANT: "variant",
-}
+#: HeteroData node type of each graph node type the model reads (the patient is its own type).
+#: Derived from the schema's names (lower case: these strings are keys of saved model weights).
+EVENT_NODE_TYPES: dict[NodeType, str] = {t: t.value.lower() for t in (
+    NodeType.LAB, NodeType.CONDITION, NodeType.MEDICATION, NodeType.PROCEDURE, NodeType.ENCOUNTER, NodeType.IMAGE,
+    NodeType.VARIANT)}
 TIME_DIMS = 4
 LEVEL_DAYS = 365.0  # recency weighting of a lab's level (data["patient"].level)
 TREND_DAYS = 730.0  # window of a lab's trend (a patient-node feature)

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from core.errors import TwinError
-from graph.schema import Edge, Node, NodeType, Rel
+from graph.schema import Edge, Node, NodeType, Prop, Rel
 from graph.store.base import GraphStore, NodeQuery
 from graph.timeutil import days_between, parse_fhir_time
 
@@ -96,7 +96,7 @@ def _time(value: object) -> datetime | None:
 
 def age_years(patient: Node, at: datetime | None) -> float | None:
     """Age in years at ``at`` (at the latest known time when None) from the Patient's birth date."""
-    birth = _time(_prop(patient, "birth_date", "birthDate", "birth_year", "birthYear"))
+    birth = _time(_prop(patient, Prop.BIRTH_DATE, Prop.BIRTH_YEAR))
     if birth is None:
         return None
     if at is None:
@@ -106,7 +106,7 @@ def age_years(patient: Node, at: datetime | None) -> float | None:
 
 def sex_of(patient: Node) -> str | None:
     """``"male"``/``"female"``/other lower-cased, from the Patient's sex or gender property."""
-    v = _prop(patient, "sex", "gender")
+    v = _prop(patient, Prop.SEX)
     if not isinstance(v, str):
         return None
     v = v.lower()
@@ -117,53 +117,39 @@ def death_time(patient: Node) -> datetime | None:
     """Time of death recorded on the Patient node (its ``end``, or a death-date property), if any."""
     if patient.end is not None:
         return patient.end
-    return _time(_prop(patient, "deceased", "deceased_time", "deceasedDateTime", "death_date", "deathDate"))
+    return _time(_prop(patient, Prop.DECEASED))
 
 
 def gene_symbol(variant: Node, genes: dict[str, str] | None = None) -> str | None:
     """Gene symbol of a Variant: from its IN_GENE edge when known, else its properties."""
     if genes and variant.id in genes:
         return genes[variant.id]
-    v = _prop(variant, "gene", "gene_symbol", "symbol")
+    v = _prop(variant, Prop.GENE)
     return v if isinstance(v, str) else None
 
 
 def daily_dose(med: Node) -> float:
-    """Daily dose of a Medication in its unit (dose × administrations per day); 1.0 if undosed.
+    """Daily dose of a Medication in its unit (the stored dose); 1.0 if undosed.
 
     Records without a dose (common in Synthea) count as one unit per day, so "on the drug"
     still reaches the model as an input.
     """
-    dose = float(med.value) if med.value is not None else 1.0
-    freq = _prop(med, "per_day", "doses_per_day", "frequency_per_day", "frequency")
-    try:
-        f = float(freq) if freq is not None else 1.0  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        f = 1.0
-    period = _prop(med, "period_days", "period")
-    try:
-        p = float(period) if period is not None else 1.0  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        p = 1.0
-    return dose * f / (p if p > 0 else 1.0)
+    return float(med.value) if med.value is not None else 1.0
 
 
 def image_path(image: Node) -> Path | None:
     """Absolute path of an Image node's pixel file, or None when it has none.
 
     ``props["file_path"]`` (absolute, as written by :mod:`graph.ingest`) is preferred;
-    ``props["file"]`` (or ``path``) may be absolute, or relative to ``props["base_dir"]`` or to
-    the directory of the source file named in ``node.source``.
+    ``props["file"]`` may be absolute, or relative to the directory of the source file named in
+    ``node.source``.
     """
-    f = _prop(image, "file_path", "file", "path")
+    f = _prop(image, Prop.FILE_PATH, Prop.FILE)
     if not isinstance(f, str):
         return None
     p = Path(f)
     if p.is_absolute():
         return p
-    base = _prop(image, "base_dir", "bundle_dir")
-    if isinstance(base, str):
-        return Path(base) / p
     if image.source:
         src = Path(str(image.source).split("#", 1)[0])
         for cand in (src.parent / p, src / p):
