@@ -4,7 +4,9 @@ Each line is one JSON object: ``time`` (UTC), ``request_id``, ``key_id`` (``null
 valid key was shown), ``action`` (e.g. ``patient.timeline``), ``patient_id`` (``null`` for
 cohort-wide actions), ``method``, ``route`` (the route *template*, never the URL or query
 string) and ``status`` (the HTTP status finally sent). Request and response bodies are never
-written.
+written. An action that answers with patients writes one line per patient it names (a
+``cohort.query`` that matched three patients: three lines with one ``request_id``; one that
+matched nobody or failed: one line with ``patient_id`` ``null``).
 
 Routes register what they touch on the request's :class:`AuditContext`; the
 :class:`AuditMiddleware` writes the lines when the status is known and before the response is

@@ -7,6 +7,7 @@ reach it only through these ``Annotated`` aliases, so tests can swap any of them
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -100,8 +101,10 @@ def _current_key(
     audit.key_id = key.id
     wait = services.limiter.acquire(key.id)
     if wait > 0:
-        raise ProblemError(429, f"request limit of this API key reached; retry in {wait:.1f} s", kind="rate-limited",
-                           headers={"Retry-After": str(max(1, round(wait + 0.5)))})
+        # Retry-After counts whole seconds; the message names the same (never "0.0 s")
+        retry = max(1, math.ceil(wait))
+        raise ProblemError(429, f"request limit of this API key reached; retry in {retry} s", kind="rate-limited",
+                           headers={"Retry-After": str(retry)})
     return key
 
 

@@ -3,6 +3,7 @@
 Domain errors are mapped to HTTP here, in one place:
 
     RequestValidationError  -> 422  (``errors`` lists each failing location and message)
+    ConflictError           -> 409  (``record`` names the resource that would touch another patient's records)
     RecordError             -> 422  (``record`` names file, resource, field and reason)
     PlanError               -> 422  (``plan`` names the plan, field and reason)
     QueryError              -> 422
@@ -24,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import FieldProblem, PlanProblem, Problem, RecordProblem
-from core import ModelError, PlanError, QueryError, RecordError, StoreError, TwinError
+from core import ConflictError, ModelError, PlanError, QueryError, RecordError, StoreError, TwinError
 
 __all__ = ["PROBLEM_MEDIA_TYPE", "ProblemError", "install_error_handlers", "problem_response"]
 
@@ -123,6 +124,11 @@ async def _on_record(request: Request, exc: RecordError) -> JSONResponse:
     return problem_response(422, str(exc), request=request, kind="invalid-record", record=rec)
 
 
+async def _on_conflict(request: Request, exc: ConflictError) -> JSONResponse:
+    rec = RecordProblem(**exc.to_dict())
+    return problem_response(409, str(exc), request=request, kind="conflict", record=rec)
+
+
 async def _on_plan(request: Request, exc: PlanError) -> JSONResponse:
     plan = PlanProblem(plan=exc.plan, field=exc.field, reason=exc.reason)
     return problem_response(422, str(exc), request=request, kind="invalid-plan", plan=plan)
@@ -137,7 +143,14 @@ async def _on_model(request: Request, exc: ModelError) -> JSONResponse:
 
 
 async def _on_store(request: Request, exc: StoreError) -> JSONResponse:
-    return problem_response(503, f"graph store unavailable: {exc}", request=request, kind="store-unavailable")
+    text = str(exc)
+    store = getattr(getattr(request.app.state, "services", None), "store", None)
+    if store is not None:  # the store's URL names a file on the server: never in an answer
+        url = str(store.url)
+        for secret in (url, url.split(":///", 1)[-1]):
+            if secret:
+                text = text.replace(secret, "the graph store")
+    return problem_response(503, f"graph store unavailable: {text}", request=request, kind="store-unavailable")
 
 
 async def _on_twin(request: Request, exc: TwinError) -> JSONResponse:
@@ -165,6 +178,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping in the module docstring on ``app``."""
     app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(ConflictError, _on_conflict)  # type: ignore[arg-type]
     app.add_exception_handler(RecordError, _on_record)  # type: ignore[arg-type]
     app.add_exception_handler(PlanError, _on_plan)  # type: ignore[arg-type]
     app.add_exception_handler(QueryError, _on_query)  # type: ignore[arg-type]

@@ -1,37 +1,67 @@
-"""Background jobs (model training) on worker threads, with state persisted in SQLite.
+"""Background jobs (training, large forecasts and scenario runs) on worker threads, with state
+persisted in SQLite.
 
 A job's row is written when it is queued and updated as it runs, so ``GET /v1/jobs/{id}``
 answers from the file, not from memory. When the service starts, any job still marked
 ``queued`` or ``running`` belonged to a process that is gone: it is marked ``failed`` with a
 message saying so, never left looking alive.
+
+The queue is capped (``max_queued`` jobs waiting): :meth:`JobRunner.submit` raises
+:class:`QueueFull` with a retry time estimated from the jobs actually running and the
+durations of recent ones. :meth:`JobRunner.cancel` removes a queued job at once and asks a
+running one to stop at its next checkpoint (its progress callback raises
+:class:`service.Cancelled`; a training job's child process is killed).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from api.errors import ProblemError
+from api.schemas import JobOut
 from api.sqlite_file import open_sqlite_file
 from core import TwinError
+from service import Cancelled, CancelToken
 
-__all__ = ["INTERRUPTED", "JobRecord", "JobRunner", "ProgressFn"]
+__all__ = ["ACTIVE", "INTERRUPTED", "JobFn", "JobRecord", "JobRunner", "ProgressFn", "QueueFull", "job_out",
+           "submit_job"]
 
 #: ``error`` of a job that a restart interrupted.
 INTERRUPTED = "interrupted: the service stopped before this job finished; its outcome is unknown, submit it again"
+#: States of a job that has not finished.
+ACTIVE = ("queued", "running")
 
-#: Called by a job with a fraction done in [0, 1] and a short message (no patient data).
+#: Called by a job with a fraction done in [0, 1] and a short message (no patient data); it
+#: raises :class:`service.Cancelled` once the job has been cancelled.
 ProgressFn = Callable[[float, str], None]
-JobFn = Callable[[ProgressFn], dict[str, Any]]
+#: A job: receives its progress callback and its cancel token, returns a JSON-ready result.
+JobFn = Callable[[ProgressFn, CancelToken], dict[str, Any]]
+
+#: Retry estimate when no job has finished yet to measure durations by (seconds).
+_NO_HISTORY_S = 10.0
+_RECENT = 20
+
+
+class QueueFull(Exception):
+    """The job queue holds ``cap`` waiting jobs; a slot is expected in about ``retry_after_s`` seconds."""
+
+    def __init__(self, cap: int, retry_after_s: int) -> None:
+        super().__init__(f"the job queue is full ({cap} jobs waiting); retry in about {retry_after_s} s")
+        self.cap = cap
+        self.retry_after_s = retry_after_s
 
 _log = logging.getLogger("api.jobs")
 
@@ -75,12 +105,21 @@ class JobRecord:
 
 
 class JobRunner:
-    """Runs submitted jobs on ``workers`` daemon threads; state lives in ``db_path``."""
+    """Runs submitted jobs on ``workers`` daemon threads, at most ``max_queued`` waiting; state
+    lives in ``db_path``."""
 
-    def __init__(self, db_path: str | Path, workers: int = 1) -> None:
+    def __init__(self, db_path: str | Path, workers: int = 1, max_queued: int = 16) -> None:
+        if workers < 1 or max_queued < 1:
+            raise ValueError("a job runner needs at least one worker and one queue slot")
         self.path = Path(db_path)
+        self.workers = workers
+        self.max_queued = max_queued
         self._conn = open_sqlite_file(self.path, _SCHEMA)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection
+        self._state = threading.Lock()  # the in-memory queue state below
+        self._queued: dict[str, CancelToken] = {}  # insertion-ordered
+        self._running: dict[str, tuple[float, CancelToken]] = {}  # id -> (monotonic start, token)
+        self._durations: deque[float] = deque(maxlen=_RECENT)
         with self._lock:
             self._conn.execute(
                 "UPDATE jobs SET status='failed', error=?, updated=? WHERE status IN ('queued', 'running')",
@@ -95,19 +134,51 @@ class JobRunner:
 
     # ------------------------------------------------------------------ public
     def submit(self, kind: str, params: dict[str, Any], fn: JobFn, *, owner: str | None = None) -> JobRecord:
-        """Queue ``fn``; it receives a :data:`ProgressFn` and returns a JSON-ready result dict."""
+        """Queue ``fn`` (see :data:`JobFn`); :class:`QueueFull` when ``max_queued`` jobs are waiting."""
         job_id = uuid.uuid4().hex
         now = _now()
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO jobs (id, kind, status, progress, message, created, updated, params, owner) "
-                "VALUES (?, ?, 'queued', 0, 'queued', ?, ?, ?, ?)",
-                (job_id, kind, now, now, json.dumps(params, sort_keys=True, default=str), owner),
-            )
+        with self._state:
+            if len(self._queued) >= self.max_queued:
+                raise QueueFull(self.max_queued, self._retry_after_locked())
+            self._queued[job_id] = CancelToken()
+        try:
+            with self._lock:
+                self._conn.execute(
+                    "INSERT INTO jobs (id, kind, status, progress, message, created, updated, params, owner) "
+                    "VALUES (?, ?, 'queued', 0, 'queued', ?, ?, ?, ?)",
+                    (job_id, kind, now, now, json.dumps(params, sort_keys=True, default=str), owner),
+                )
+        except BaseException:
+            with self._state:
+                self._queued.pop(job_id, None)
+            raise
         self._queue.put((job_id, fn))
         record = self.get(job_id)
         assert record is not None  # just inserted
         return record
+
+    def cancel(self, job_id: str, reason: str = "cancelled on request") -> JobRecord | None:
+        """Cancel a job: a queued one at once, a running one at its next checkpoint (it reads
+        ``running`` with message ``cancelling`` until then). Finished jobs are left as they are."""
+        with self._state:
+            waiting = self._queued.pop(job_id, None)
+            running = self._running.get(job_id)
+        if waiting is not None:
+            waiting.cancel(reason)
+            self._update(job_id, status="cancelled", error=reason, message="cancelled before it started")
+        elif running is not None:
+            running[1].cancel(reason)
+            self._update(job_id, message="cancelling")
+        return self.get(job_id)
+
+    def retry_after_s(self) -> int:
+        """Seconds until a queue slot is expected to free (>= 1): see :meth:`_retry_after_locked`."""
+        with self._state:
+            return self._retry_after_locked()
+
+    def queued_count(self) -> int:
+        with self._state:
+            return len(self._queued)
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job's current state, or ``None`` if no such job was ever submitted."""
@@ -115,20 +186,24 @@ class JobRunner:
             row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _record(row) if row else None
 
-    def list(self, kind: str | None = None) -> list[JobRecord]:
-        """All jobs (of ``kind``), newest first."""
-        sql, params = "SELECT * FROM jobs", tuple[str, ...]()
+    def list(self, kind: str | None = None, owner: str | None = None) -> list[JobRecord]:
+        """All jobs (of ``kind``, of ``owner``), newest first."""
+        where: list[str] = []
+        params: list[str] = []
         if kind is not None:
-            sql, params = sql + " WHERE kind = ?", (kind,)
+            where, params = [*where, "kind = ?"], [*params, kind]
+        if owner is not None:
+            where, params = [*where, "owner = ?"], [*params, owner]
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY created DESC, id", params).fetchall()
+            rows = self._conn.execute(sql + " ORDER BY created DESC, id", tuple(params)).fetchall()
         return [_record(r) for r in rows]
 
     def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         """Poll until the job has finished or ``timeout_s`` passed; returns its last state."""
         deadline = time.monotonic() + timeout_s
         rec = self.get(job_id)
-        while rec is not None and rec.status in ("queued", "running") and time.monotonic() < deadline:
+        while rec is not None and rec.status in ACTIVE and time.monotonic() < deadline:
             time.sleep(0.05)
             rec = self.get(job_id)
         return rec
@@ -150,19 +225,44 @@ class JobRunner:
             except sqlite3.ProgrammingError:  # closed during shutdown
                 pass
 
+    def _retry_after_locked(self) -> int:
+        """When a queued job should start (freeing a slot): the soonest expected end of a running
+        job, from the mean duration of the last finished jobs (without history: as long again as
+        the longest-running job has run, at least 10 s). Never below 1 s."""
+        now = time.monotonic()
+        elapsed = [now - start for start, _ in self._running.values()]
+        if not elapsed:  # a worker is between jobs and takes the next one now
+            return 1
+        if self._durations:
+            mean = sum(self._durations) / len(self._durations)
+            left = min((mean - e for e in elapsed), default=mean)
+            est = max(left, 0.25 * mean)  # overrunning jobs: expect them to end soon, not now
+        else:
+            est = max([_NO_HISTORY_S, *elapsed])
+        return max(1, math.ceil(est))
+
     def _work(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
             job_id, fn = item
+            with self._state:
+                token = self._queued.pop(job_id, None)
+                if token is None:  # cancelled while it waited
+                    continue
+                started = time.monotonic()
+                self._running[job_id] = (started, token)
             self._update(job_id, status="running", message="started")
 
-            def progress(frac: float, message: str, _id: str = job_id) -> None:
+            def progress(frac: float, message: str, _id: str = job_id, _token: CancelToken = token) -> None:
+                _token.check()
                 self._update(_id, progress=min(1.0, max(0.0, float(frac))), message=message[:200])
 
             try:
-                result = fn(progress)
+                result = fn(progress, token)
+            except Cancelled:
+                self._update(job_id, status="cancelled", error=token.reason, message="cancelled")
             except TwinError as exc:
                 self._update(job_id, status="failed", error=str(exc), message="failed")
             except Exception as exc:  # a bug in the job: record honestly, keep the worker alive
@@ -176,6 +276,26 @@ class JobRunner:
                     message="done",
                     result=json.dumps(result, sort_keys=True, default=str),
                 )
+            finally:
+                with self._state:
+                    self._running.pop(job_id, None)
+                    self._durations.append(time.monotonic() - started)
+
+
+def job_out(j: JobRecord) -> JobOut:
+    """The response model of a job (its parameters and owner stay on the server)."""
+    return JobOut(
+        id=j.id, kind=j.kind, status=j.status, progress=j.progress, message=j.message,
+        created=j.created, updated=j.updated, result=j.result, error=j.error,
+    )
+
+
+def submit_job(jobs: JobRunner, kind: str, params: dict[str, Any], fn: JobFn, *, owner: str | None) -> JobOut:
+    """Queue a job for a request: its state, or a 429 problem with ``Retry-After`` when the queue is full."""
+    try:
+        return job_out(jobs.submit(kind, params, fn, owner=owner))
+    except QueueFull as exc:
+        raise ProblemError(429, str(exc), kind="queue-full", headers={"Retry-After": str(exc.retry_after_s)}) from None
 
 
 def _record(row: tuple) -> JobRecord:

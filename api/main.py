@@ -7,12 +7,14 @@ runner, and the app's lifespan closes them when the server stops.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.audit import AuditLog, AuditMiddleware
 from api.deps import Services
@@ -30,6 +32,47 @@ from service import ModelRegistry, set_torch_threads
 __all__ = ["create_app", "uvicorn_config"]
 
 
+class _AllowEveryMethod:
+    """A 405 answer's ``Allow`` lists every method of the path (RFC 9110), as the OpenAPI document
+    declares them. Starlette names only the methods of the first route matching the path, so
+    ``OPTIONS /v1/models`` said ``POST`` although ``GET /v1/models`` exists too."""
+
+    def __init__(self, app: ASGIApp, routes_of: FastAPI) -> None:
+        self.app = app
+        self.routes_of = routes_of
+        self._paths: list[tuple[re.Pattern[str], set[str]]] | None = None
+
+    def _methods(self, path: str) -> set[str]:
+        if self._paths is None:
+            table = []
+            for template, item in self.routes_of.openapi().get("paths", {}).items():
+                pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+                methods = {m.upper() for m in item if m.lower() in _HTTP_METHODS}
+                if "GET" in methods:
+                    methods.add("HEAD")
+                table.append((re.compile(f"^{pattern}$"), methods))
+            self._paths = table
+        return set().union(*(methods for pattern, methods in self._paths if pattern.match(path)))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_allow(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                methods = self._methods(scope["path"])
+                if methods:
+                    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                    message = {**message, "headers": [*headers, (b"allow", ", ".join(sorted(methods)).encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_allow)
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
 def _open_services(settings: Settings) -> Services:
     store = open_store(settings.store)
     try:
@@ -38,7 +81,7 @@ def _open_services(settings: Settings) -> Services:
             store=store,
             keys=KeyStore(settings.keys_db),
             audit=AuditLog(settings.audit_log),
-            jobs=JobRunner(settings.jobs_db, workers=settings.job_workers),
+            jobs=JobRunner(settings.jobs_db, workers=settings.job_workers, max_queued=settings.job_queue_max),
             limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
             registry=ModelRegistry(settings.model_path, device=settings.device),
         )
@@ -77,14 +120,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    # Added innermost first: CORS, then size limit, audit, access log (outermost).
+    # Added innermost first: CORS, then the complete Allow header, size limit, audit, access log (outermost).
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(_AllowEveryMethod, routes_of=app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(AuditMiddleware, log=services.audit)
     app.add_middleware(AccessLogMiddleware)

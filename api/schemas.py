@@ -6,10 +6,11 @@ beyond validation and shape.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from graph import Edge, Node
 from scenarios import TreatmentPlan
@@ -17,9 +18,11 @@ from service import DEFAULT_MODEL, MODEL_NAME_PATTERN
 from twin import TrainConfig
 
 __all__ = [
+    "AS_OF_PATTERN",
     "AsOf",
     "CohortQuery",
     "CohortResult",
+    "CostOut",
     "CypherQuery",
     "CypherResult",
     "EdgeOut",
@@ -52,20 +55,36 @@ __all__ = [
 
 #: Timestamps the API accepts: wide enough for any clinical record, far from datetime's limits.
 MIN_YEAR, MAX_YEAR = 1800, 2399
+#: The same range as the OpenAPI document states it (a pattern on the year of an RFC 3339
+#: date-time), so that what the schema admits and what the service accepts agree.
+AS_OF_PATTERN = r"^(18|19|20|21|22|23)[0-9]{2}-"
+
+
+def _iso_only(v: Any) -> Any:
+    """Only ISO 8601 strings (as the schema says): no numbers read as Unix times."""
+    if isinstance(v, datetime):
+        return v
+    if not isinstance(v, str) or not re.match(r"^[0-9]{4}-", v):
+        raise ValueError("date-time must be an ISO 8601 string such as 2024-05-01T00:00:00Z")
+    return v
 
 
 def _to_utc(v: datetime) -> datetime:
-    try:
-        out = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("date-time is outside the representable range once converted to UTC") from None
-    if not MIN_YEAR <= out.year <= MAX_YEAR:
-        raise ValueError(f"date-time must lie between the years {MIN_YEAR} and {MAX_YEAR}, got {out.year}")
-    return out
+    # The range applies to the year as written (what the schema's pattern sees); converting a
+    # year-1800 or year-2399 time to UTC cannot overflow.
+    if not MIN_YEAR <= v.year <= MAX_YEAR:
+        raise ValueError(f"date-time must lie between the years {MIN_YEAR} and {MAX_YEAR}, got {v.year}")
+    return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
 
 
 #: A timestamp in any ISO 8601 form (years 1800-2399); naive values are taken as UTC.
-AsOf = Annotated[datetime, AfterValidator(_to_utc)]
+AsOf = Annotated[
+    datetime,
+    BeforeValidator(_iso_only),
+    AfterValidator(_to_utc),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": AS_OF_PATTERN,
+                    "description": f"ISO 8601 date-time, years {MIN_YEAR}-{MAX_YEAR}; naive = UTC."}),
+]
 
 
 class _Strict(BaseModel):
@@ -101,6 +120,20 @@ class PlanProblem(BaseModel):
     reason: str
 
 
+class CostOut(BaseModel):
+    """The cost of a forecast or scenario request in trajectory-steps (see ``service.limits``):
+    ``units = (trajectories + solves x 128) x solver_steps + point_weight x trajectories x output_points``."""
+
+    kind: Literal["forecast", "scenarios"]
+    units: int
+    trajectories: int
+    solves: int = Field(description="Batched solves (one per ensemble member with samples).")
+    solver_steps: int
+    output_points: int
+    point_weight: int
+    ceiling: int | None = Field(None, description="The ceiling the request was held to (request or job).")
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem document (``application/problem+json``)."""
 
@@ -112,6 +145,7 @@ class Problem(BaseModel):
     errors: list[FieldProblem] | None = Field(None, description="Validation failures, one per field.")
     record: RecordProblem | None = Field(None, description="The failing record of an ingest.")
     plan: PlanProblem | None = Field(None, description="The failing treatment plan of a scenario request.")
+    cost: CostOut | None = Field(None, description="A request refused as over budget: its cost and the ceiling.")
 
 
 # --------------------------------------------------------------------------- graph
@@ -276,9 +310,11 @@ class IngestResult(BaseModel):
 
     upload: str = Field(description="Name given to the upload in errors and counts.")
     resources: int = Field(description="Resources (or files) read from the upload.")
+    stored: int = Field(description="Resources stored as graph nodes (resources = stored + skipped; a rejected "
+                                    "upload stores nothing and answers 409/422).")
     patients: list[str] = Field(description="Ids of the patients the upload touched.")
     nodes_by_type: dict[str, int] = Field(description="Nodes in the upload by type.")
-    skipped: dict[str, int] = Field(description="Resource types read but not mapped to the graph.")
+    skipped: dict[str, int] = Field(description="Resources read but not stored, by type and reason.")
     nodes_added: int
     nodes_updated: int
     edges_added: int
@@ -362,6 +398,7 @@ class ForecastOut(BaseModel):
     n_members: int
     labs: dict[str, LabForecastOut]
     event_risk: dict[str, float]
+    cost: CostOut | None = Field(None, description="What this forecast cost (see max_request_cost).")
 
 
 class ThresholdIn(_Strict):
@@ -406,15 +443,18 @@ class ScenarioOut(BaseModel):
     results: list[dict[str, Any]] = Field(description="Per plan: labs at each day with intervals and differences "
                                                        "to the reference, event risks, threshold times, flags.")
     ranking: dict[str, Any] | None = Field(None, description="Plans ordered by the objective, with P(top is best).")
+    cost: CostOut | None = Field(None, description="What this run cost (see max_request_cost).")
 
 
 # --------------------------------------------------------------------------- jobs, health
 class JobOut(BaseModel):
-    """State of a background job; ``failed`` with ``error`` after a restart interrupted it."""
+    """State of a background job; ``failed`` with ``error`` after a restart interrupted it,
+    ``cancelled`` after ``DELETE /v1/jobs/{id}``. ``result`` holds what the job's synchronous
+    endpoint would have answered (a forecast, a scenario run) or a training report."""
 
     id: str
     kind: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: float = Field(ge=0, le=1)
     message: str | None = None
     created: datetime

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core import ConfigError
 from graph import DEFAULT_STORE_URL
-from service import DEFAULT_MODEL_ROOT, DEFAULT_TORCH_THREADS
+from service import DEFAULT_MAX_JOB_COST, DEFAULT_MAX_REQUEST_COST, DEFAULT_MODEL_ROOT, DEFAULT_TORCH_THREADS
 
 __all__ = ["Settings", "load_settings"]
 
@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     upload_dir: Path = Field(Path("twin-data/uploads"), description="Uploaded image files (by content hash).")
     jobs_db: Path = Field(Path("twin-data/jobs.db"), description="SQLite file persisting background job state.")
     job_workers: int = Field(1, ge=1, le=8, description="Background jobs at once (each training job is its own process).")
+    job_queue_max: int = Field(16, ge=1, le=10_000,
+                               description="Jobs that may wait for a worker; more are refused with 429 and Retry-After.")
+    max_request_cost: int = Field(
+        DEFAULT_MAX_REQUEST_COST, ge=1_000,
+        description="Largest forecast/scenario request answered at once, in trajectory-steps (service.limits); "
+                    "the default keeps each within a few seconds on one core. Larger work: the job endpoints.")
+    max_job_cost: int = Field(DEFAULT_MAX_JOB_COST, ge=1_000,
+                              description="Largest forecast/scenario job, in trajectory-steps (bounds its memory and time).")
     torch_threads: int = Field(DEFAULT_TORCH_THREADS, ge=1, le=256,
                                description="torch CPU threads of the server process and of each training process.")
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")

@@ -5,7 +5,10 @@ JSON → :func:`~graph.ingest.parse_bundle`, NDJSON → :func:`~graph.ingest.par
 multipart parts → :func:`~graph.ingest.parse_file` on a spooled copy (VCF) or on a
 content-addressed copy under ``upload_dir`` (images, which Image nodes keep referring to).
 All parts of one request are merged into a single ``store.write``: the whole upload lands, or
-nothing does.
+nothing does, and that includes image files: a file this upload put under ``upload_dir`` is
+removed again when the upload is refused (while parsing any part, or by the store), unless a
+stored node or another upload in flight uses the same content. Parsed parts are named by the
+uploaded file name and errors never quote a server path.
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
+import threading
+import uuid
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -30,7 +37,7 @@ from graph import (
     parse_ndjson,
 )
 
-__all__ = ["UploadPart", "WrittenUpload", "parse_json_upload", "parse_ndjson_upload", "parse_parts", "write_upload"]
+__all__ = ["ImagePart", "UploadPart", "WrittenUpload", "parse_json_upload", "parse_ndjson_upload", "parse_parts", "write_upload"]
 
 _IMAGE_SUFFIXES = (".npy", ".dcm", ".dicom")
 _PART_SUFFIXES = (".json", ".ndjson", ".jsonl", ".vcf", ".vcf.gz", *_IMAGE_SUFFIXES)
@@ -92,72 +99,154 @@ def parse_ndjson_upload(data: bytes, name: str) -> ParsedFile:
     return parse_ndjson(_text(data, name), source_name=name)
 
 
+@dataclass
+class ImagePart(ParsedFile):
+    """A parsed image part and its content-addressed file under ``upload_dir`` (``created``:
+    this upload wrote it, so a refused upload removes it again)."""
+
+    image: Path | None = None
+    created: bool = False
+
+
+#: Image files claimed by uploads in flight in this process (path -> number of uploads).
+_claims: Counter[Path] = Counter()
+_claims_lock = threading.Lock()
+
+
+def _release(parsed: list[ParsedFile], store: GraphStore | None, *, written: bool) -> None:
+    """Drop this upload's claims; unless it was written, remove the files it created that no
+    other upload in flight claims and no stored node refers to."""
+    images = [p for p in parsed if isinstance(p, ImagePart) and p.image is not None]
+    with _claims_lock:
+        for p in images:
+            assert p.image is not None
+            _claims[p.image] -= 1
+            if _claims[p.image] <= 0:
+                del _claims[p.image]
+        if written:
+            return
+        for p in images:
+            assert p.image is not None
+            if p.created and p.image not in _claims and not _stored(store, p):
+                with suppress(OSError):
+                    p.image.unlink(missing_ok=True)
+
+
+def _stored(store: GraphStore | None, p: ParsedFile) -> bool:
+    if store is None:
+        return False
+    try:
+        return bool(store.get_nodes([n.id for n in p.batch.nodes]))
+    except Exception:  # noqa: BLE001 - when in doubt, keep the file
+        return True
+
+
 def parse_parts(
     parts: list[UploadPart], *, upload_dir: Path, patient_id: str | None, time: datetime | None
 ) -> list[ParsedFile]:
-    """Parse each multipart file by its extension; errors name the uploaded file name."""
+    """Parse each multipart file by its extension; errors name the uploaded file name.
+
+    Image files are written under ``upload_dir``; when any part is refused, those this call
+    wrote are removed again. Pass the result to :func:`write_upload`, which does the same
+    when the store refuses the upload.
+    """
     if not parts:
         raise RecordError("a multipart upload needs at least one file part named 'files'", field="files")
     out: list[ParsedFile] = []
-    for part in parts:
-        name = part.filename or "upload"
-        lower = name.lower()
-        if not lower.endswith(_PART_SUFFIXES):
-            raise RecordError(f"unsupported file type; expected one of {', '.join(_PART_SUFFIXES)}", file=name)
-        if lower.endswith(".json"):
-            out.append(parse_json_upload(part.data, name))
-        elif lower.endswith((".ndjson", ".jsonl")):
-            out.append(parse_ndjson_upload(part.data, name))
-        elif lower.endswith(_IMAGE_SUFFIXES):
-            out.append(_parse_image(part, name, upload_dir, patient_id, time))
-        else:
-            out.append(_parse_spooled(part, name, patient_id, time))
+    try:
+        for part in parts:
+            name = part.filename or "upload"
+            lower = name.lower()
+            if not lower.endswith(_PART_SUFFIXES):
+                raise RecordError(f"unsupported file type; expected one of {', '.join(_PART_SUFFIXES)}", file=name)
+            if lower.endswith(".json"):
+                out.append(parse_json_upload(part.data, name))
+            elif lower.endswith((".ndjson", ".jsonl")):
+                out.append(parse_ndjson_upload(part.data, name))
+            elif lower.endswith(_IMAGE_SUFFIXES):
+                with _image_file(part, name, upload_dir, patient_id) as (path, created):
+                    parsed = _parse_named(path, name, patient_id, time)
+                    base = {f.name: getattr(parsed, f.name) for f in fields(parsed) if f.init}
+                    out.append(ImagePart(**base, image=path, created=created))
+            else:
+                out.append(_parse_spooled(part, name, patient_id, time))
+    except BaseException:
+        _release(out, None, written=False)
+        raise
     return out
 
 
-def _renamed(exc: RecordError, name: str) -> RecordError:
-    return RecordError(exc.reason, file=name, resource=exc.resource, field=exc.field)
+def _renamed(exc: RecordError, name: str, path: Path) -> RecordError:
+    """``exc`` naming the uploaded file, with the server-side path taken out of its reason."""
+    reason = exc.reason
+    for p in (str(path), str(path.parent)):
+        reason = reason.replace(p, name)
+    return RecordError(reason, file=name, resource=exc.resource, field=exc.field)
+
+
+def _parse_named(path: Path, name: str, patient_id: str | None, time: datetime | None) -> ParsedFile:
+    try:
+        parsed = parse_file(path, patient_id=patient_id, time=time)
+    except RecordError as exc:
+        raise _renamed(exc, name, path) from None
+    return replace(parsed, source=name)
 
 
 def _parse_spooled(part: UploadPart, name: str, patient_id: str | None, time: datetime | None) -> ParsedFile:
     with tempfile.TemporaryDirectory(prefix="twin-upload-") as tmp:
         path = Path(tmp) / (_SAFE.sub("_", Path(name).name) or "upload.vcf")
         path.write_bytes(part.data)
-        try:
-            return parse_file(path, patient_id=patient_id, time=time)
-        except RecordError as exc:
-            raise _renamed(exc, name) from None
+        return _parse_named(path, name, patient_id, time)
 
 
-def _parse_image(
-    part: UploadPart, name: str, upload_dir: Path, patient_id: str | None, time: datetime | None
-) -> ParsedFile:
+@contextmanager
+def _image_file(part: UploadPart, name: str, upload_dir: Path, patient_id: str | None) -> Iterator[tuple[Path, bool]]:
+    """The content-addressed file of an image part, claimed for this upload (the claim and a
+    file this call created are given up again if the body raises)."""
     if patient_id is None:
         raise RecordError("an image upload needs the form field 'patient_id'", file=name, field="patient_id")
     suffix = Path(name.lower()).suffix
     digest = hashlib.sha256(part.data).hexdigest()
     upload_dir.mkdir(parents=True, exist_ok=True)
     path = upload_dir / f"{digest}{suffix}"  # content-addressed: a repeated upload is the same file and node
-    if not path.exists():
-        tmp = path.with_suffix(path.suffix + ".part")
-        tmp.write_bytes(part.data)
-        tmp.replace(path)
+    with _claims_lock:
+        _claims[path] += 1
+        created = not path.exists()
+        if created:
+            tmp = upload_dir / f".{digest}.{uuid.uuid4().hex}.part"
+            try:
+                tmp.write_bytes(part.data)
+                tmp.replace(path)
+            except BaseException:
+                _claims[path] -= 1
+                with suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                raise
     try:
-        return parse_file(path, patient_id=patient_id, time=time)
-    except RecordError as exc:
-        raise _renamed(exc, name) from None
+        yield path, created
+    except BaseException:
+        _release([ImagePart("", "", GraphBatch(), image=path, created=created)], None, written=False)
+        raise
 
 
 def write_upload(store: GraphStore, parsed: list[ParsedFile], name: str) -> WrittenUpload:
-    """Write all parsed parts as one transaction (all or nothing; idempotent on repeat)."""
+    """Write all parsed parts as one transaction (all or nothing; idempotent on repeat).
+
+    When the store refuses the upload, image files that :func:`parse_parts` wrote for it are
+    removed again.
+    """
     batch = GraphBatch()
     for p in parsed:
         batch.nodes.extend(p.batch.nodes)
         batch.edges.extend(p.batch.edges)
+    written = False
     try:
         stats = store.write(batch)
+        written = True
     except RecordError:
         raise
     except ValueError as exc:  # schema or value violation against what is already stored
         raise RecordError(f"upload conflicts with the store: {exc}", file=name) from exc
+    finally:
+        _release(parsed, store, written=written)
     return WrittenUpload(parsed=parsed, stats=stats)

@@ -3,16 +3,27 @@
 Each command group lives in its own module with a ``register(app)`` function; heavy
 dependencies (torch, fastapi, neo4j) are imported inside the commands that need them, so
 ``twin query`` does not pay for loading the model code.
+
+Bad input never ends in a traceback: commands report :class:`~core.TwinError` through
+``cli.common.fail``; :func:`run` turns usage errors (a missing option, a value that is not a
+number) and anything unexpected into one ``error: ...`` line on stderr (a JSON document on
+stdout with ``--json``). Exit status: 0 done, 1 error, 2 usage error, 130 interrupted.
+``TWIN_DEBUG=1`` lets unexpected errors through with their traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import sys
 import warnings
+from collections.abc import Sequence
 
 import typer
+from typer._click import exceptions as click_exc  # typer's own click, which its commands raise
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run"]
 
 app = typer.Typer(
     name="twin",
@@ -36,8 +47,51 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
+def _error(message: str, kind: str, as_json: bool) -> None:
+    line = " ".join(message.split())  # one line, whatever the message holds
+    if as_json:
+        sys.stdout.write(json.dumps({"ok": False, "error": {"type": kind, "reason": line}}, indent=2) + "\n")
+    else:
+        sys.stderr.write(f"error: {line}\n")
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the ``twin`` command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args
+    try:
+        rv = typer.main.get_command(app).main(args=args, prog_name="twin", standalone_mode=False)
+    except click_exc.NoArgsIsHelpError as exc:
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        return 2
+    except click_exc.UsageError as exc:
+        sub = exc.ctx.command_path.partition(" ")[2] if exc.ctx else ""
+        _error(f"{exc.format_message()} (see 'twin {sub + ' ' if sub else ''}--help')", "UsageError", as_json)
+        return exc.exit_code
+    except click_exc.ClickException as exc:
+        _error(exc.format_message(), type(exc).__name__, as_json)
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        _error("interrupted", "Interrupted", as_json)
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
+        if os.environ.get("TWIN_DEBUG"):
+            raise
+        from core import TwinError
+
+        if isinstance(exc, TwinError):
+            _error(str(exc), type(exc).__name__, as_json)
+        else:
+            _error(f"unexpected {type(exc).__name__}: {exc} (TWIN_DEBUG=1 shows the traceback)",
+                   type(exc).__name__, as_json)
+        return 1
+    return rv if isinstance(rv, int) else 0
+
+
 def main() -> None:
     """The ``twin`` console command."""
     # torch_geometric still calls torch.jit.script at import; the warning is noise for CLI users.
     warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
-    app()
+    sys.exit(run())

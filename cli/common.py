@@ -10,7 +10,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from core import QueryError, TwinError
+from core import ConfigError, QueryError, TwinError
 from graph import parse_fhir_time
 from service import ModelRegistry
 
@@ -30,7 +30,13 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda (same code
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads for this command.")]
 
 def registry(models: Path | None, device: str = "cpu") -> ModelRegistry:
-    """The model registry at ``models`` (default: ``$TWIN_MODEL_PATH`` or twin-data/models)."""
+    """The model registry at ``models`` (default: ``$TWIN_MODEL_PATH`` or twin-data/models).
+
+    Raises:
+        ConfigError: ``models`` names something that is not a folder.
+    """
+    if models is not None and models.exists() and not models.is_dir():
+        raise ConfigError(f"--models {models}: not a folder")
     return ModelRegistry(models, device=device)
 
 
@@ -55,5 +61,5 @@ def fail(exc: TwinError, as_json: bool, extra: dict[str, Any] | None = None) -> 
         err = exc.to_dict() if hasattr(exc, "to_dict") else {"reason": str(exc)}
         emit_json({"ok": False, "error": {"type": type(exc).__name__, **err}, **(extra or {})})
     else:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {' '.join(str(exc).split())}", fg=typer.colors.RED, err=True)  # always one line
     raise typer.Exit(1)

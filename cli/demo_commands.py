@@ -46,6 +46,9 @@ def run_demo(out: Path, *, patients: int = 300, seed: int = 0, epochs: int = 15,
     from service import ModelRegistry, forecast_patient, set_torch_threads, simulate_patient, train_config, train_model
     from synthetic import SynthConfig, generate_cohort
 
+    # every setting is checked before anything runs or is written
+    synth_cfg = SynthConfig(patients=patients, seed=seed)
+    cfg = train_config(epochs=epochs, members=members, seed=seed, device=device, progress=not quiet)
     set_torch_threads()
 
     out.mkdir(parents=True, exist_ok=True)
@@ -54,7 +57,7 @@ def run_demo(out: Path, *, patients: int = 300, seed: int = 0, epochs: int = 15,
     t = time.perf_counter()
     _say(quiet, f"[1/5] generating a synthetic cohort of {patients} patients (seed {seed})")
     cohort_dir = out / "cohort"
-    cohort = generate_cohort(SynthConfig(patients=patients, seed=seed), cohort_dir)
+    cohort = generate_cohort(synth_cfg, cohort_dir)
     seconds["synth"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -68,7 +71,6 @@ def run_demo(out: Path, *, patients: int = 300, seed: int = 0, epochs: int = 15,
 
         t = time.perf_counter()
         _say(quiet, f"[3/5] training the GNN + neural-ODE twin ({members} members, up to {epochs} epochs, {device})")
-        cfg = train_config(epochs=epochs, members=members, seed=seed, device=device, progress=not quiet)
         train_report = train_model(store, registry, "default", cfg)
         seconds["train"] = time.perf_counter() - t
 

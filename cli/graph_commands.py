@@ -21,7 +21,7 @@ from graph import (
     node_document,
     open_store,
     patient_graph,
-    predicate_from_dict,
+    predicate_from_json,
     timeline,
     to_networkx,
     to_node_link,
@@ -38,6 +38,9 @@ def ingest(
     store: StoreOpt = None,
     keep_going: Annotated[bool, typer.Option(help="Report a bad file and continue with the next one.")] = False,
     patient: Annotated[str | None, typer.Option(help="Patient id for VCF/image files that do not name one.")] = None,
+    namespace: Annotated[str | None, typer.Option(
+        help="Source system whose id space the records use (patient ids become NAMESPACE:id); "
+             "give each EHR its own so reused ids never meet.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest records into the graph store (one transaction per file; re-ingest adds nothing)."""
@@ -48,7 +51,7 @@ def ingest(
         with open_store(store) as st:
             with Progress(transient=True, disable=as_json) as bar:
                 task = bar.add_task("ingesting", total=None)
-                report = ingest_paths(st, paths, keep_going=keep_going, patient_id=patient,
+                report = ingest_paths(st, paths, keep_going=keep_going, patient_id=patient, namespace=namespace,
                                       on_file=lambda r: bar.advance(task))
             counts = st.counts()
     except TwinError as exc:
@@ -61,12 +64,19 @@ def ingest(
     else:
         _print_ingest(doc)
     if report.errors:
+        if not as_json:
+            first = doc["errors"][0]
+            where = " ".join(str(first[k]) for k in ("file", "resource") if first.get(k))
+            typer.secho(f"error: {len(doc['errors'])} file(s) refused (nothing stored from them); first: "
+                        f"{where}: {first.get('reason')}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
 
 
 def _print_ingest(doc: dict) -> None:
     con = Console()
-    t = Table(title=f"ingested {len(doc['files'])} file(s), {doc['totals']['resources']} resource(s)")
+    tot = doc["totals"]
+    t = Table(title=f"read {tot['resources']} resource(s) from {len(doc['files'])} file(s): "
+                    f"{tot['stored']} stored, {tot['skipped']} skipped, {tot['rejected']} rejected")
     t.add_column("node type")
     t.add_column("from these files", justify="right")
     t.add_column("in store", justify="right")
@@ -100,7 +110,7 @@ def query_timeline(
         wanted = [NodeType(t) for t in types] if types else None
         with open_store(store) as st:
             nodes = timeline(st, patient, as_of=parse_as_of(as_of), types=wanted)
-    except ValueError as exc:
+    except (TwinError, ValueError) as exc:
         fail(exc if isinstance(exc, TwinError) else QueryError(str(exc)), as_json)
         return
     if as_json:
@@ -122,15 +132,14 @@ def query_cohort(
     as_of: AsOfOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Patients for whom a composed predicate holds."""
+    """Patients for whom a composed predicate holds (at most MAX_PREDICATE_DEPTH levels of all/any/not
+    and MAX_PREDICATE_TERMS terms; see graph.predicates)."""
 
     try:
-        try:
-            spec = json.loads(predicate)
-        except json.JSONDecodeError as exc:
-            raise QueryError(f"predicate is not valid JSON: {exc}") from None
+        pred = predicate_from_json(predicate)  # limits checked before the store is opened
+        when = parse_as_of(as_of)
         with open_store(store) as st:
-            ids = cohort(st, predicate_from_dict(spec), as_of=parse_as_of(as_of))
+            ids = cohort(st, pred, as_of=when)
     except TwinError as exc:
         fail(exc, as_json)
         return
@@ -168,7 +177,7 @@ def query_nodes(
                 as_of=parse_as_of(as_of),
                 limit=limit,
             )
-    except ValueError as exc:
+    except (TwinError, ValueError) as exc:
         fail(exc if isinstance(exc, TwinError) else QueryError(str(exc)), as_json)
         return
     if as_json:
@@ -216,7 +225,10 @@ def graph_export(
     else:
         text = json.dumps(to_node_link(g), indent=1, sort_keys=True)
     if out is not None:
-        out.write_text(text + "\n")
+        try:
+            out.write_text(text + "\n")
+        except OSError as exc:
+            fail(QueryError(f"--out {out}: cannot write: {exc.strerror or exc}"), as_json)
         summary = {"ok": True, "out": str(out), "nodes": len(g.nodes), "edges": len(g.edges), "by_type": g.counts()}
         emit_json(summary) if as_json else typer.echo(f"wrote {out}: {len(g.nodes)} nodes, {len(g.edges)} edges")
     else:

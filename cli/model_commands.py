@@ -71,8 +71,11 @@ def train_cmd(
 
 def models_cmd(models: ModelsOpt = None, as_json: JsonOpt = False) -> None:
     """List the trained models of the registry (name, training cohort and date, targets)."""
-    reg = registry(models)
-    found = [m.summary() for m in reg.list()]
+    try:
+        reg = registry(models)
+        found = [m.summary() for m in reg.list()]
+    except TwinError as exc:
+        fail(exc, as_json)
     if as_json:
         emit_json({"ok": True, "registry": str(reg.root), "count": len(found), "models": found})
         return

@@ -62,6 +62,8 @@ def synth_plots(
     from synthetic.plots import plot_cohort
 
     try:
+        if cohort is not None and not any((cohort / "truth").glob("*.json")):
+            raise TwinError(f"--cohort {cohort}: not a cohort written by `twin synth` (no truth/*.json in it)")
         if cohort is None:
             with tempfile.TemporaryDirectory() as tmp:
                 generate_cohort(SynthConfig(patients=patients, seed=seed, confounding=0.7), tmp)
@@ -70,6 +72,9 @@ def synth_plots(
             paths = plot_cohort(cohort, out)
     except TwinError as exc:
         fail(exc, False)
+        return
+    except OSError as exc:
+        fail(TwinError(f"cannot write the figures to {out}: {exc.strerror or exc}"), False)
         return
     for p in paths:
         typer.echo(str(p))

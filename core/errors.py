@@ -2,7 +2,8 @@
 
     TwinError                  base of every error the project raises on purpose
     ├── RecordError            a source record is malformed (names file, resource, field, reason)
-    │   └── SchemaError        a node or edge breaks the graph schema (names node/edge and field)
+    │   ├── SchemaError        a node or edge breaks the graph schema (names node/edge and field)
+    │   └── ConflictError      a record would change or link to another patient's records
     ├── StoreError             a graph store cannot do what was asked (bad URL, read-only, down, ...)
     ├── QueryError             a query or predicate is invalid
     ├── ConfigError            a setting is out of its allowed range (names the setting)
@@ -16,7 +17,7 @@ the store base class for storage, the API's handlers for HTTP.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ModelError", "PlanError", "QueryError", "RecordError", "SchemaError", "StoreError", "TwinError"]
+__all__ = ["ConfigError", "ConflictError", "ModelError", "PlanError", "QueryError", "RecordError", "SchemaError", "StoreError", "TwinError"]
 
 
 class TwinError(Exception):
@@ -52,8 +53,8 @@ class RecordError(TwinError, ValueError):
         return f"{loc}{fld}: {self.reason}" if (loc or fld) else self.reason
 
     def with_context(self, *, file: str | None = None, resource: str | None = None) -> RecordError:
-        """A copy with missing location parts filled in (inner parsers know less than outer ones)."""
-        return RecordError(
+        """A copy (of the same class) with missing location parts filled in (inner parsers know less than outer ones)."""
+        return type(self)(
             self.reason,
             file=self.file or file,
             resource=self.resource or resource,
@@ -74,6 +75,16 @@ class QueryError(TwinError, ValueError):
 
 class SchemaError(RecordError):
     """A node or edge does not fit the graph schema (raised by :mod:`graph.schema` validation)."""
+
+
+class ConflictError(RecordError):
+    """A write would take over or link to another patient's record (the API answers 409).
+
+    Every patient-scoped node belongs to exactly one patient, fixed by its first write: a
+    record of patient B whose id is already patient A's, or that references one of A's
+    records, is refused as a whole. ``resource`` names the offending record; the message
+    does not name the other patient.
+    """
 
 
 class ConfigError(TwinError, ValueError):

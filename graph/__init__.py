@@ -10,19 +10,31 @@
 Callers outside ``graph`` import from here only; the submodules are the package's inside.
 """
 
-from graph.export import deidentify, node_document, to_hetero_data, to_networkx, to_node_link
+from graph.export import deidentify, node_document, strip_paths, to_hetero_data, to_networkx, to_node_link
 from graph.ingest import (
     FileReport,
     IngestReport,
     ParsedFile,
+    in_namespace,
     ingest_paths,
+    locate_error,
     parse_bundle,
     parse_file,
     parse_json_text,
     parse_ndjson,
     parse_path,
 )
-from graph.predicates import CarriesVariant, HasCondition, LabValue, OnMedication, Predicate, predicate_from_dict
+from graph.predicates import (
+    MAX_PREDICATE_DEPTH,
+    MAX_PREDICATE_TERMS,
+    CarriesVariant,
+    HasCondition,
+    LabValue,
+    OnMedication,
+    Predicate,
+    predicate_from_dict,
+    predicate_from_json,
+)
 from graph.query import Subgraph, cohort, find_nodes, neighbourhood, patient_graph, read_cypher, timeline
 from graph.schema import EDGE_TYPES, Edge, GraphBatch, Node, NodeType, Rel
 from graph.store import DEFAULT_STORE_URL, GraphStore, NodeQuery, StoreCounts, WriteStats, open_store, resolve_store_url
@@ -41,6 +53,8 @@ __all__ = [
     "HasCondition",
     "IngestReport",
     "LabValue",
+    "MAX_PREDICATE_DEPTH",
+    "MAX_PREDICATE_TERMS",
     "Node",
     "NodeQuery",
     "NodeType",
@@ -56,7 +70,9 @@ __all__ = [
     "days_between",
     "deidentify",
     "find_nodes",
+    "in_namespace",
     "ingest_paths",
+    "locate_error",
     "neighbourhood",
     "node_document",
     "open_store",
@@ -68,8 +84,10 @@ __all__ = [
     "parse_path",
     "patient_graph",
     "predicate_from_dict",
+    "predicate_from_json",
     "read_cypher",
     "resolve_store_url",
+    "strip_paths",
     "timeline",
     "to_hetero_data",
     "to_networkx",

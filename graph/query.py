@@ -12,22 +12,24 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from core.errors import QueryError
-from graph.predicates import Predicate
+from graph.predicates import Predicate, check_limits
 from graph.schema import Edge, Node, NodeType
 from graph.store.base import GraphStore, NodeQuery
 
 if TYPE_CHECKING:
     from graph.store.cypher import CypherResult
 
-__all__ = ["Subgraph", "cohort", "find_nodes", "neighbourhood", "patient_graph", "read_cypher", "timeline"]
+__all__ = ["Subgraph", "cohort", "find_nodes", "neighbourhood", "patient_graph", "read_cypher", "require_patient", "timeline"]
 
 
 @dataclass
 class Subgraph:
-    """A set of nodes and the edges among them (what exports and the model consume)."""
+    """A set of nodes and the edges among them (what exports and the model consume), seen as
+    of ``as_of`` (everything when ``None``)."""
 
     nodes: list[Node] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
+    as_of: datetime | None = None
 
     def node_map(self) -> dict[str, Node]:
         return {n.id: n for n in self.nodes}
@@ -52,7 +54,13 @@ def timeline(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> list[Node]:
-    """A patient's time-stamped records (encounters and events) in time order."""
+    """A patient's time-stamped records (encounters and events) in time order.
+
+    Raises:
+        QueryError: the store has no record of ``patient_id`` at all (a known patient with
+            nothing in the window or before ``as_of`` gets an empty list).
+    """
+    require_patient(store, patient_id)
     wanted = tuple(types) if types is not None else (NodeType.ENCOUNTER, *_EVENTS)
     nodes = store.find_nodes(NodeQuery(patient_id=patient_id, types=wanted, as_of=as_of, start=start, end=end))
     return [n for n in nodes if n.time is not None]
@@ -90,11 +98,23 @@ def find_nodes(
     )
 
 
+def require_patient(store: GraphStore, patient_id: str) -> None:
+    """Raise :class:`QueryError` ``no patient with id ...`` unless the store holds a record of
+    ``patient_id`` (at any time; the API answers the same words with 404)."""
+    if not store.find_nodes(NodeQuery(patient_id=patient_id, limit=1)):
+        raise QueryError(f"no patient with id {patient_id!r}")
+
+
 def patient_graph(store: GraphStore, patient_id: str, *, as_of: datetime | None = None) -> Subgraph:
-    """A patient's whole graph as of ``as_of``: own nodes, linked vocabulary nodes, edges among them."""
+    """A patient's whole graph as of ``as_of``: own nodes, linked vocabulary nodes, edges among them.
+
+    Raises:
+        QueryError: no patient with this id, or none of its records is visible as of ``as_of``.
+    """
     own = store.find_nodes(NodeQuery(patient_id=patient_id, as_of=as_of))
     if not own:
-        raise QueryError(f"no records for patient {patient_id!r}")
+        require_patient(store, patient_id)
+        raise QueryError(f"no records for patient {patient_id!r} as of {as_of.isoformat() if as_of else '-'}")
     ids = {n.id for n in own}
     edges = store.find_edges(patient_id=patient_id)
     shared_ids = {x for e in edges for x in (e.src, e.dst) if x not in ids}
@@ -104,7 +124,7 @@ def patient_graph(store: GraphStore, patient_id: str, *, as_of: datetime | None 
     kept = _visible_edges(edges, ids)
     reachable = {x for e in kept for x in (e.src, e.dst)}
     nodes = own + sorted((n for n in shared if n.id in reachable), key=lambda n: n.id)
-    return Subgraph(nodes=nodes, edges=kept)
+    return Subgraph(nodes=nodes, edges=kept, as_of=as_of)
 
 
 def neighbourhood(store: GraphStore, node_id: str, *, hops: int = 1, as_of: datetime | None = None) -> Subgraph:
@@ -127,11 +147,17 @@ def neighbourhood(store: GraphStore, node_id: str, *, hops: int = 1, as_of: date
         frontier = new_ids & seen.keys()
         if not frontier:
             break
-    return Subgraph(nodes=list(seen.values()), edges=_visible_edges(edges.values(), set(seen)))
+    return Subgraph(nodes=list(seen.values()), edges=_visible_edges(edges.values(), set(seen)), as_of=as_of)
 
 
 def cohort(store: GraphStore, predicate: Predicate, *, as_of: datetime | None = None) -> list[str]:
-    """Sorted ids of the patients matching ``predicate`` as of ``as_of``."""
+    """Sorted ids of the patients matching ``predicate`` as of ``as_of``.
+
+    Raises:
+        QueryError: the predicate is past :data:`~graph.predicates.MAX_PREDICATE_DEPTH` or
+            :data:`~graph.predicates.MAX_PREDICATE_TERMS` (checked before the store sees it).
+    """
+    check_limits(predicate)
     return store.cohort(predicate, as_of)
 
 

@@ -8,7 +8,10 @@ Conventions
 * Every node has a stable ``id`` derived from its source record (``"Observation/<id>"``,
   ``"Concept/<system>|<code>"``), so ingesting the same record twice upserts, never duplicates.
 * ``patient_id`` is the bare source id of the patient the node belongs to; vocabulary nodes
-  shared by the cohort (``Concept``, ``Gene``) have ``patient_id=None``.
+  shared by the cohort (``Concept``, ``Gene``) have ``patient_id=None``. A patient's own node
+  is ``Patient/{patient_id}`` (:func:`patient_node_id`). Every patient-scoped node belongs to
+  exactly one patient, which must exist; stores refuse writes that break this (see
+  :mod:`graph.store.base`).
 * ``time``/``end`` are timezone-aware UTC datetimes. A node with ``time=None`` is timeless
   (it exists at every ``as_of``), e.g. ``Patient``, ``Concept``, ``Gene``.
 """
@@ -36,6 +39,7 @@ __all__ = [
     "concept_id",
     "gene_id",
     "has_edge_for",
+    "patient_node_id",
 ]
 
 
@@ -128,6 +132,11 @@ def has_edge_for(node_type: NodeType) -> Rel:
         return _HAS[node_type]
     except KeyError:
         raise SchemaError(f"node type {node_type} is not linked to a patient by a HAS_* edge") from None
+
+
+def patient_node_id(patient_id: str) -> str:
+    """Id of the ``Patient`` node of ``patient_id``."""
+    return f"Patient/{patient_id}"
 
 
 def concept_id(system: str | None, code: str) -> str:

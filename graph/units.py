@@ -359,27 +359,29 @@ def to_canonical(code: str | None, value: float, unit: str | None) -> tuple[floa
 
     Codes outside :data:`CANONICAL` keep their value and normalised unit. For a code in the
     table a missing or unconvertible unit, or a value outside the code's possible range,
-    raises :class:`RecordError`.
+    raises :class:`RecordError` whose ``field`` says which was wrong: ``"unit"`` or ``"value"``.
     """
     if not math.isfinite(value):
-        raise RecordError(f"value must be a finite number, got {value!r}")
+        raise RecordError(f"value must be a finite number, got {value!r}", field="value")
     norm = normalize_unit(unit)
     lu = CANONICAL.get(code) if code else None
     if lu is None:
         return value, norm
     if norm is None:
-        raise RecordError(f"a value of LOINC {code} needs a unit (canonical unit {lu.unit!r})")
+        raise RecordError(f"a value of LOINC {code} needs a unit (canonical unit {lu.unit!r})", field="unit")
     if lu.unit == "%" and norm in ("mmol/mol", "mmol/mol{Hb}") and code in ("4548-4", "17856-6"):
         out = _hba1c_ifcc_to_ngsp(value)
     else:
         try:
             out = convert(value, norm, lu.unit, molar_mass=lu.molar_mass)
         except RecordError as exc:
-            raise RecordError(f"unit {unit!r} of LOINC {code} cannot be converted to {lu.unit!r}: {exc.reason}") from None
+            raise RecordError(f"unit {unit!r} of LOINC {code} cannot be converted to {lu.unit!r}: {exc.reason}",
+                              field="unit") from None
     if not math.isfinite(out):
-        raise RecordError(f"value {value!r} {unit} overflows when converted to {lu.unit!r}")
+        raise RecordError(f"value {value!r} {unit} overflows when converted to {lu.unit!r}", field="value")
     if (lu.low is not None and out < lu.low) or (lu.high is not None and out > lu.high):
         raise RecordError(
-            f"impossible value {value!r} {unit} for LOINC {code} (must lie in [{lu.low}, {lu.high}] {lu.unit})"
+            f"impossible value {value!r} {unit} for LOINC {code} (must lie in [{lu.low}, {lu.high}] {lu.unit})",
+            field="value",
         )
     return out, lu.unit

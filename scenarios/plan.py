@@ -38,7 +38,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from core.errors import PlanError, RecordError
 from graph.timeutil import days_between, utc
@@ -103,6 +103,25 @@ class Action(BaseModel):
     frequency: str | float = "daily"
     start: Day = Field(default=0.0, description="days from the forecast origin, or an ISO date")
     stop: Day | None = Field(default=None, description="first day the drug is no longer given")
+
+    @field_validator("dose", "frequency", "start", "stop", mode="before")
+    @classmethod
+    def _json_types(cls, v: Any, info: ValidationInfo) -> Any:
+        """Only the JSON types the schema names: no ``true`` read as 1, no ``"5"`` read as 5
+        (a number in a string is refused; ``start``/``stop`` strings must be ISO dates)."""
+        name = info.field_name
+        expected = {"dose": "a number", "frequency": "a frequency name (bid) or a number per day"}.get(
+            name or "", "a number of days or an ISO date")
+        if isinstance(v, bool):
+            raise ValueError(f"{name} must be {expected}, not {str(v).lower()}")
+        if isinstance(v, str) and name != "frequency":
+            try:
+                float(v)
+            except ValueError:
+                if name != "dose":
+                    return v
+            raise ValueError(f"{name} must be {expected}, not the string {v!r}")
+        return v
 
     @field_validator("dose")
     @classmethod

@@ -4,7 +4,8 @@
 pair into a daily dose schedule (:func:`scenarios.schedule.plan_dose_actions` +
 :func:`twin.features.treatment.dose_schedule`), stacks them into one ``[N·S·P, T, D]`` tensor
 and calls :meth:`twin.model.TwinModel.rollout` **once per ensemble member** on all
-N twins × S samples × P plans rows (never once per plan). Sample ``s`` comes from member
+N twins × S samples × P plans rows (never once per plan; a large run is split into chunks of
+samples, see :data:`CHUNK_STATE_ELEMENTS`). Sample ``s`` comes from member
 ``s mod M``.
 
 The twin's own :func:`twin.predict.predict` draws independent noise per plan row; here draws
@@ -20,7 +21,7 @@ by ``seed``: the same call gives the same numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -37,9 +38,19 @@ from scenarios.schedule import plan_dose_actions
 from twin.features import build_graph
 from twin.features.treatment import DoseAction, actions_from_records, dose_schedule
 
-__all__ = ["PreparedRun", "SimulatableTwin", "default_query_days", "prepare", "run_prepared", "simulate"]
+__all__ = ["CHUNK_STATE_ELEMENTS", "PreparedRun", "SimulatableTwin", "default_query_days", "prepare", "run_prepared",
+           "simulate"]
 
 _KEY_DAYS = (30.0, 90.0, 180.0, 365.0)
+
+#: One solve covers at most this many values of ODE states and dose schedules (rows x (grid
+#: points x state width + days x drugs), float32): larger runs are solved in chunks of samples,
+#: which bounds their memory (~64 MB per chunk) and gives ``on_progress`` a checkpoint between
+#: chunks. Rows are independent, so the numbers do not depend on the chunking.
+CHUNK_STATE_ELEMENTS = 2**24
+
+#: ``on_progress(fraction, message)``: called before each chunk; may raise to stop the run there.
+ProgressFn = Callable[[float, str], None]
 
 
 class SimulatableTwin(Protocol):
@@ -175,11 +186,14 @@ def run_prepared(
     reference: str | None = None,
     thresholds: Sequence[Threshold] = (),
     plan_rows: slice | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> ScenarioResult:
-    """Solve a prepared run (one :meth:`rollout` call per ensemble member) and collect the samples.
+    """Solve a prepared run (one :meth:`rollout` call per ensemble member, split into chunks of
+    samples when it is large, see :data:`CHUNK_STATE_ELEMENTS`) and collect the samples.
 
     ``plan_rows`` restricts the solve to a slice of the plans (used by the loop-over-plans
     comparison in ``bench/whatif.py``; the default solves all plans at once).
+    ``on_progress(fraction, message)`` is called before every chunk and may raise to stop.
     """
     if n_samples < 1:
         raise PlanError(f"n_samples must be >= 1, got {n_samples}")
@@ -205,44 +219,56 @@ def run_prepared(
     mean = torch.empty(n, s, p, q, vocab.n_targets)
     logvar = torch.empty_like(mean)
     cum_haz = torch.empty(n, s, p, q, len(vocab.event_kinds))
-    # Sample s comes from ensemble member s mod M: one solve per member, each covering every
-    # twin x sample x plan row (ordered twin, sample, plan; plan fastest as rollout expects).
+    # Sample s comes from ensemble member s mod M (members beyond the sample count solve nothing):
+    # one solve per member and chunk, each covering every twin x plan row of its samples (ordered
+    # twin, sample, plan; plan fastest as rollout expects).
+    cfg = members[0].cfg
+    grid = max(1, math.ceil(float(run.t_query.max()) / float(cfg.step_days))) + 1 if q else 1
+    width = latent + d + len(vocab.event_kinds) + vocab.n_targets * d
+    per_sample = max(1, n * p * (grid * width + t_days * d))  # states and the row's dose schedule
+    chunk = max(1, CHUNK_STATE_ELEMENTS // per_sample)
+    report = on_progress or (lambda frac, message: None)
+    done = 0
     for k, member in enumerate(members):
-        idx = torch.arange(k, s, len(members))
-        if idx.numel() == 0:
-            continue
-        m_s = int(idx.numel())
-        dose_rows = doses.unsqueeze(1).expand(n, m_s, p, t_days, d).reshape(n * m_s * p, t_days, d).to(device)
-        eps_rows = eps[:, idx].unsqueeze(2).expand(n, m_s, p, latent).reshape(n * m_s * p, latent).to(device)
-        was_training = member.training
-        member.eval()
-        try:
-            with torch.no_grad():
-                ro = member.rollout(graphs, dose_rows, tq, eps=eps_rows)
-        finally:
-            member.train(was_training)
-        mean[:, idx] = ro.mean.reshape(n, m_s, p, q, -1).cpu()
-        logvar[:, idx] = ro.logvar.reshape(n, m_s, p, q, -1).cpu()
-        cum_haz[:, idx] = ro.cum_hazard.reshape(n, m_s, p, q, -1).cpu()
+        own = list(range(k, s, len(members)))
+        for c0 in range(0, len(own), chunk):
+            report(done / s, f"solving samples {done + 1}-{done + len(own[c0:c0 + chunk])} of {s}")
+            idx = torch.tensor(own[c0:c0 + chunk], dtype=torch.long)
+            m_s = int(idx.numel())
+            dose_rows = doses.unsqueeze(1).expand(n, m_s, p, t_days, d).reshape(n * m_s * p, t_days, d).to(device)
+            eps_rows = eps[:, idx].unsqueeze(2).expand(n, m_s, p, latent).reshape(n * m_s * p, latent).to(device)
+            was_training = member.training
+            member.eval()
+            try:
+                with torch.no_grad():
+                    ro = member.rollout(graphs, dose_rows, tq, eps=eps_rows)
+            finally:
+                member.train(was_training)
+            mean[:, idx] = ro.mean.reshape(n, m_s, p, q, -1).cpu()
+            logvar[:, idx] = ro.logvar.reshape(n, m_s, p, q, -1).cpu()
+            cum_haz[:, idx] = ro.cum_hazard.reshape(n, m_s, p, q, -1).cpu()
+            done += m_s
+    report(1.0, "summarising samples")
+    # In place from here on: a large run holds one copy of its samples, not one per step.
     if eta is not None:
-        mean = mean + torch.exp(0.5 * logvar) * eta.unsqueeze(2)
+        mean.add_(logvar.mul_(0.5).exp_().mul_(eta.unsqueeze(2)))
+    del logvar
     labs = list(vocab.target_labs)
     lab_mean = torch.tensor([norms.lab_mean.get(c, 0.0) for c in labs])
     lab_std = torch.tensor([norms.lab_std.get(c, 1.0) for c in labs])
-    values = (mean * lab_std + lab_mean).permute(1, 0, 2, 3, 4).numpy()  # [S, N, P, Q, L]
+    values = mean.mul_(lab_std).add_(lab_mean).permute(1, 0, 2, 3, 4).numpy()  # [S, N, P, Q, L]
     events = list(vocab.event_kinds)
     risk = None
     if events:
-        lam = cum_haz.clamp(min=0.0)
-        risk = (1.0 - torch.exp(-lam)).permute(1, 0, 2, 3, 4).numpy()
+        risk = cum_haz.clamp_(min=0.0).neg_().exp_().neg_().add_(1.0).permute(1, 0, 2, 3, 4).numpy()
     names = [pl.name for pl in plans]
     ref = reference or names[0]
     if ref not in names:
         raise PlanError(f"reference plan {ref!r} is not among the plans ({', '.join(names)})")
     return ScenarioResult(
         patients=[str(tw.patient_id) for tw in run.twins], plans=names, reference=ref,
-        times=run.t_query.numpy().astype(np.float64), labs=labs, lab_samples=values.astype(np.float32),
-        events=events, risk_samples=None if risk is None else risk.astype(np.float32),
+        times=run.t_query.numpy().astype(np.float64), labs=labs, lab_samples=values.astype(np.float32, copy=False),
+        events=events, risk_samples=None if risk is None else risk.astype(np.float32, copy=False),
         lab_names=dict(vocab.target_names), lab_units=dict(vocab.target_units), thresholds=list(thresholds),
         flags=[f for f in run.flags if f.plan in names], seed=int(seed), horizon_days=run.horizon_days)
 
@@ -262,6 +288,7 @@ def simulate(
     query_days: Sequence[float] | None = None,
     extra_days: Sequence[float] = (),
     catalog: DrugCatalog | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> ScenarioResult:
     """Simulate every twin under every plan for ``horizon_days`` in one batched model solve.
 
@@ -279,6 +306,8 @@ def simulate(
         sample_latent: draw ``z0`` from the twin's posterior (False: its mean, epistemic off).
         query_days: times to report (default: every solver step, key days 30/90/180/365, the
             horizon, and ``extra_days``).
+        on_progress: ``(fraction, message)`` before every chunk of the solve; it may raise
+            (e.g. a cancellation) to stop the run there.
 
     Returns:
         A :class:`ScenarioResult` with samples ``[S, N, P, T, L]`` and summaries.
@@ -290,4 +319,5 @@ def simulate(
     run = prepare(twins, plans, horizon_days, strict=strict, catalog=catalog, query_days=query_days,
                   extra_days=extra_days)
     return run_prepared(run, n_samples=n_samples, seed=seed, observation_noise=observation_noise,
-                        sample_latent=sample_latent, reference=reference, thresholds=thresholds)
+                        sample_latent=sample_latent, reference=reference, thresholds=thresholds,
+                        on_progress=on_progress)

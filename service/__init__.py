@@ -5,6 +5,17 @@ training defaults (:class:`twin.TrainConfig`'s), one duration parser (:func:`cor
 one place for report days and plan specs, training out of the request process.
 """
 
+from service.cancel import Cancelled, CancelToken, checkpoint
+from service.limits import (
+                              DEFAULT_MAX_JOB_COST,
+                              DEFAULT_MAX_REQUEST_COST,
+                              OverBudget,
+                              RequestCost,
+                              check_cost,
+                              forecast_cost,
+                              request_cost,
+                              scenario_cost,
+)
 from service.plans import BUILTIN_PREFIX, plans_from_specs
 from service.registry import (
                               DEFAULT_MODEL,
@@ -28,6 +39,10 @@ from service.twins import (
 
 __all__ = [
     "BUILTIN_PREFIX",
+    "CancelToken",
+    "Cancelled",
+    "DEFAULT_MAX_JOB_COST",
+    "DEFAULT_MAX_REQUEST_COST",
     "DEFAULT_MODEL",
     "DEFAULT_MODEL_ROOT",
     "DEFAULT_TORCH_THREADS",
@@ -35,14 +50,21 @@ __all__ = [
     "MODEL_NAME_PATTERN",
     "ModelInfo",
     "ModelRegistry",
+    "OverBudget",
     "ProgressFn",
     "REPORT_DAYS",
+    "RequestCost",
     "ScenarioRun",
+    "check_cost",
+    "checkpoint",
     "default_model_root",
+    "forecast_cost",
     "forecast_patient",
     "load_twin",
     "plans_from_specs",
     "report_days",
+    "request_cost",
+    "scenario_cost",
     "set_torch_threads",
     "simulate_patient",
     "train_config",

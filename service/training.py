@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
-from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 from core import ConfigError, ModelError, TwinError
 from graph import GraphStore, open_store
+from service.cancel import Cancelled, CancelToken, ProgressFn
 from service.registry import ModelRegistry
 from service.runtime import DEFAULT_TORCH_THREADS, set_torch_threads
 
 __all__ = ["ProgressFn", "train_config", "train_isolated", "train_model"]
-
-#: Called with the fraction done in [0, 1] and a short message (counts and losses, no patient data).
-ProgressFn = Callable[[float, str], None]
 
 _POLL_S = 0.5
 
@@ -66,8 +63,13 @@ def _child(store_url: str, root: str, name: str, config: dict[str, Any], threads
 
 
 def train_isolated(store_url: str, registry: ModelRegistry, name: str, config: Any, *,
-                   threads: int = DEFAULT_TORCH_THREADS, on_progress: ProgressFn | None = None) -> dict[str, Any]:
-    """:func:`train_model` in a child process (the store is reopened there from ``store_url``)."""
+                   threads: int = DEFAULT_TORCH_THREADS, on_progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None) -> dict[str, Any]:
+    """:func:`train_model` in a child process (the store is reopened there from ``store_url``).
+
+    ``cancel`` (checked every poll, ~0.5 s) kills the child and raises :class:`~service.cancel.Cancelled`;
+    so does an ``on_progress`` that raises. The registry is untouched: the child writes its
+    checkpoint atomically at the end, so a killed run leaves no partial model."""
     if store_url.startswith("memory:"):
         raise ConfigError("training in a separate process needs a persistent store (sqlite:/// or bolt://)")
     registry.check_name(name)
@@ -77,8 +79,11 @@ def train_isolated(store_url: str, registry: ModelRegistry, name: str, config: A
     proc = ctx.Process(target=_child, args=(store_url, str(registry.root), name, cfg, threads, messages),
                        name=f"twin-train-{name}", daemon=True)
     proc.start()
+    stopped = False
     try:
         while True:
+            if cancel is not None:
+                cancel.check()
             try:
                 msg = messages.get(timeout=_POLL_S)
             except queue.Empty:
@@ -94,7 +99,12 @@ def train_isolated(store_url: str, registry: ModelRegistry, name: str, config: A
                 raise TwinError(msg[2])
             else:
                 raise TwinError(f"training failed with an internal error ({msg[1]})")
+    except Cancelled:
+        stopped = True
+        raise
     finally:
+        if stopped and proc.is_alive():
+            proc.kill()
         proc.join(timeout=10)
         if proc.is_alive():
             proc.kill()

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from core import TwinError, parse_duration
 from graph import GraphStore, NodeQuery
+from service.cancel import CancelToken, ProgressFn, checkpoint
+from service.limits import RequestCost, check_cost, forecast_cost, scenario_cost
 from service.registry import DEFAULT_MODEL, ModelRegistry
 
 if TYPE_CHECKING:
@@ -47,25 +49,39 @@ def load_twin(store: GraphStore, registry: ModelRegistry, patient_id: str, model
 
 @dataclass
 class ForecastRun:
-    """A forecast, the twin it came from and (when asked) the records that drove it."""
+    """A forecast, the twin it came from, its cost and (when asked) the records that drove it."""
 
     twin: Twin
     forecast: Forecast
     attributions: list[Attribution] = field(default_factory=list)
     plot: Path | None = None
+    cost: RequestCost | None = None
 
 
 def forecast_patient(store: GraphStore, registry: ModelRegistry, patient_id: str, *, model: str = DEFAULT_MODEL,
                      horizon: str | float = 365, as_of: datetime | None = None, samples: int = 32,
                      step_days: int = 7, seed: int = 0, explain: bool = False,
-                     plot: Path | None = None) -> ForecastRun:
-    """Forecast a patient's target labs and event risks under their current treatment."""
+                     plot: Path | None = None, max_cost: int | None = None, budget_hint: str = "",
+                     on_progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ForecastRun:
+    """Forecast a patient's target labs and event risks under their current treatment.
+
+    ``max_cost`` refuses (:class:`~service.limits.OverBudget`, before the solve) a forecast whose
+    :func:`~service.limits.forecast_cost` is above it; ``budget_hint`` is added to that message.
+    ``cancel`` stops the work at its next checkpoint (:class:`~service.cancel.Cancelled`);
+    ``on_progress`` hears of each checkpoint and may raise to stop there too.
+    """
+    report = checkpoint(on_progress, cancel)
     days = parse_duration(horizon, what="horizon")
+    report(0.0, "loading the patient's records")
     tw = load_twin(store, registry, patient_id, model, as_of)
-    fc = tw.forecast(horizon_days=days, n_samples=samples, step_days=step_days, seed=seed)
+    cost = check_cost(forecast_cost(tw.model, samples=samples, horizon_days=days, step_days=step_days), max_cost,
+                      budget_hint)
+    fc = tw.forecast(horizon_days=days, n_samples=samples, step_days=step_days, seed=seed,
+                     on_progress=lambda f, m: report(0.05 + 0.9 * f, m))
+    report(0.95, "summarising")
     attributions = tw.explain(horizon_days=int(min(days, 180))) if explain else []
     png = tw.plot(plot, fc) if plot else None
-    return ForecastRun(tw, fc, attributions, png)
+    return ForecastRun(tw, fc, attributions, png, cost)
 
 
 @dataclass
@@ -77,6 +93,7 @@ class ScenarioRun:
     days: tuple[float, ...]
     ranking: Ranking | None = None
     plot: Path | None = None
+    cost: RequestCost | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {**self.result.to_dict(days=self.days), "ranking": self.ranking.to_dict() if self.ranking else None}
@@ -87,17 +104,27 @@ def simulate_patient(store: GraphStore, registry: ModelRegistry, patient_id: str
                      objective: str | None = None, reference: str | None = None,
                      thresholds: Sequence[str | Threshold] = (), days: Sequence[float] | None = None,
                      samples: int = 64, seed: int = 0, strict: bool = False,
-                     plot: Path | None = None) -> ScenarioRun:
-    """Simulate ``plans`` on the patient's twin in one batched solve; rank them by ``objective``."""
+                     plot: Path | None = None, max_cost: int | None = None, budget_hint: str = "",
+                     on_progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ScenarioRun:
+    """Simulate ``plans`` on the patient's twin in one batched solve; rank them by ``objective``.
+
+    ``max_cost``, ``budget_hint``, ``on_progress`` and ``cancel`` as in :func:`forecast_patient`
+    (the cost is :func:`~service.limits.scenario_cost`; checkpoints fall between solver chunks).
+    """
     from scenarios import Objective, Threshold, plot_trajectories, rank, simulate
 
+    report = checkpoint(on_progress, cancel)
     horizon_days = parse_duration(horizon, what="horizon")
     obj = Objective.parse(objective) if objective else None
     ths = [t if isinstance(t, Threshold) else Threshold.parse(t) for t in thresholds]
     key_days = report_days(horizon_days, days, obj)
+    report(0.0, "loading the patient's records")
     tw = load_twin(store, registry, patient_id, model, as_of)
+    cost = check_cost(scenario_cost(tw.model, plans=len(plans), samples=samples, horizon_days=horizon_days,
+                                    summary_days=len(key_days)), max_cost, budget_hint)
     result = simulate(tw, list(plans), horizon_days, n_samples=samples, seed=seed, strict=strict, reference=reference,
-                      thresholds=ths, extra_days=key_days)
+                      thresholds=ths, extra_days=key_days, on_progress=lambda f, m: report(0.05 + 0.85 * f, m))
+    report(0.9, "ranking plans" if obj is not None else "summarising")
     ranking = rank(result, obj) if obj is not None else None
     png = plot_trajectories(result, plot) if plot else None
-    return ScenarioRun(tw, result, key_days, ranking, png)
+    return ScenarioRun(tw, result, key_days, ranking, png, cost)

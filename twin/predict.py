@@ -9,6 +9,7 @@ member are one ODE solve.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,12 @@ from torch_geometric.data import Batch, HeteroData
 
 from twin.model.checkpoint import TwinEnsemble
 
-__all__ = ["Prediction", "mixture_quantile", "predict"]
+__all__ = ["Prediction", "QUANTILE_CHUNK_ELEMENTS", "mixture_quantile", "predict"]
+
+#: Mixture quantiles are computed over chunks of query points of at most this many
+#: (draw x point x lab) elements, which bounds their temporaries (~ 8 bytes x this, x a few)
+#: and lets ``on_progress`` stop a long forecast between chunks.
+QUANTILE_CHUNK_ELEMENTS = 2**21
 
 
 def mixture_quantile(mu: torch.Tensor, sd: torch.Tensor, p: float, iters: int = 50) -> torch.Tensor:
@@ -52,12 +58,15 @@ class Prediction:
 
 @torch.no_grad()
 def predict(ens: TwinEnsemble, graphs: list[HeteroData], doses: torch.Tensor, t_query: torch.Tensor, *,
-            n_samples: int = 32, seed: int = 0, members: list[int] | None = None) -> Prediction:
+            n_samples: int = 32, seed: int = 0, members: list[int] | None = None,
+            on_progress: Callable[[float, str], None] | None = None) -> Prediction:
     """Forecast ``B = len(graphs) * k`` trajectories (``doses`` ``[B, T, D]``, plan index fastest).
 
     ``n_samples`` latent draws per member and trajectory (0: the posterior mean only).
-    Deterministic for a given ``seed``.
+    Deterministic for a given ``seed``. ``on_progress(fraction, message)`` is called before each
+    member's solve and each chunk of quantiles; it may raise to stop the forecast there.
     """
+    report = on_progress or (lambda frac, message: None)
     device = ens.device
     gen = torch.Generator().manual_seed(seed)
     batch = Batch.from_data_list(graphs).to(device)
@@ -66,7 +75,9 @@ def predict(ens: TwinEnsemble, graphs: list[HeteroData], doses: torch.Tensor, t_
     doses_rep = doses.to(device).repeat_interleave(s, dim=0)  # [B*S, T, D]
     t_query = t_query.to(device)
     means, logvars, surv = [], [], []
-    for i in members if members is not None else range(len(ens.members)):
+    chosen = list(members) if members is not None else list(range(len(ens.members)))
+    for j, i in enumerate(chosen):
+        report(0.5 * j / len(chosen), f"solving member {j + 1} of {len(chosen)}")
         m = ens.members[i].eval()
         lat = m.cfg.latent
         eps = torch.randn(b * s, lat, generator=gen).to(device) if n_samples > 0 else None
@@ -78,7 +89,15 @@ def predict(ens: TwinEnsemble, graphs: list[HeteroData], doses: torch.Tensor, t_
     mu_c = torch.cat(means, dim=1).cpu().double()  # [B, N, Q, L] standardised, N = members x draws
     sd_c = torch.exp(0.5 * torch.cat(logvars, dim=1).cpu().double())
     mean_std = mu_c.mean(dim=1).numpy()
-    q = np.stack([mixture_quantile(mu_c, sd_c, p).numpy() for p in (0.05, 0.5, 0.95)])
+    n_q = mu_c.shape[2]
+    per_point = max(1, mu_c.shape[0] * mu_c.shape[1] * mu_c.shape[3])
+    chunk = max(1, QUANTILE_CHUNK_ELEMENTS // per_point)
+    parts = []
+    for q0 in range(0, n_q, chunk):
+        report(0.5 + 0.5 * q0 / n_q, f"quantiles of points {q0 + 1}-{min(n_q, q0 + chunk)} of {n_q}")
+        mu_k, sd_k = mu_c[:, :, q0:q0 + chunk], sd_c[:, :, q0:q0 + chunk]
+        parts.append(np.stack([mixture_quantile(mu_k, sd_k, p).numpy() for p in (0.05, 0.5, 0.95)]))
+    q = np.concatenate(parts, axis=2)
     vocab, norms = ens.spec.vocab, ens.spec.norms
     mu = np.array([norms.lab_mean[c] for c in vocab.target_labs], np.float64)
     sd = np.array([norms.lab_std[c] for c in vocab.target_labs], np.float64)

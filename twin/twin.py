@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -137,9 +138,13 @@ class Twin:
 
     # ------------------------------------------------------------------ forecasting
     def forecast(self, horizon_days: float = 365, n_samples: int = 32, step_days: int = 7,
-                 plan: list[DoseAction] | None = None, seed: int = 0) -> Forecast:
+                 plan: list[DoseAction] | None = None, seed: int = 0,
+                 on_progress: Callable[[float, str], None] | None = None) -> Forecast:
         """Per-lab median and 5-95% interval every ``step_days`` up to ``horizon_days``, and the
-        probability of each event kind by the horizon, under ``plan`` (default: current meds)."""
+        probability of each event kind by the horizon, under ``plan`` (default: current meds).
+
+        ``on_progress(fraction, message)`` is called between the solve's stages (see
+        :func:`twin.predict.predict`); it may raise to stop the forecast there."""
         if horizon_days < 1:
             raise TwinError(f"forecast horizon must be at least 1 day, got {horizon_days}")
         spec = self.model.spec
@@ -147,7 +152,8 @@ class Twin:
                               int(math.ceil(horizon_days)) + 1, strict=plan is not None)
         days = np.unique(np.append(np.arange(0, horizon_days + 1, max(step_days, 1)), horizon_days)).astype(np.float32)
         g = build_graph(self.records, self.as_of, spec, self.model.image_encoder)
-        p = predict(self.model, [g], doses[None], torch.from_numpy(days), n_samples=n_samples, seed=seed)
+        p = predict(self.model, [g], doses[None], torch.from_numpy(days), n_samples=n_samples, seed=seed,
+                    on_progress=on_progress)
         labs = {}
         for j, code in enumerate(spec.vocab.target_labs):
             labs[code] = LabForecast(code, spec.vocab.target_names.get(code, code), spec.vocab.target_units.get(code, ""),

@@ -1,6 +1,10 @@
 """``GET /v1/patients/{id}`` (summary), ``/timeline`` and ``/graph?as_of=`` (node-link export).
 
-Each read is audit-logged (``patient.read``, ``patient.timeline``, ``patient.graph``).
+Each read is audit-logged (``patient.read``, ``patient.timeline``, ``patient.graph``). No
+answer names a file on the server: image nodes show their file's base name only
+(:func:`graph.strip_paths`); ``deidentify=true`` applies :func:`graph.deidentify` (ids hashed,
+identifying and free-text properties dropped, dates shifted per patient) and then also answers
+with the hashed patient id and the shifted ``as_of``.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from fastapi import APIRouter, Depends, Query
 from api.deps import ExistingPatient, SettingsDep, StoreDep, audited, require_scope
 from api.errors import ProblemError
 from api.openapi import problems
-from api.schemas import AsOf, GraphOut, PatientSummary, TimelineOut, edge_out, node_out
-from graph import NodeType, patient_graph, timeline
+from api.schemas import AsOf, GraphOut, NodeOut, PatientSummary, TimelineOut, edge_out, node_out
+from graph import Node, NodeType, patient_graph, strip_paths, timeline
 from graph import deidentify as deidentify_graph
 
 __all__ = ["router"]
@@ -21,6 +25,12 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/patients", tags=["patients"])
 
 _READ = Depends(require_scope("graph:read"))
+
+
+def _out(n: Node) -> NodeOut:
+    return node_out(strip_paths(n))
+
+
 AsOfQuery = Annotated[AsOf | None, Query(description="See the graph as known at this time (ISO 8601; naive = UTC).")]
 
 
@@ -39,7 +49,7 @@ def get_patient(patient_id: ExistingPatient, store: StoreDep, as_of: AsOfQuery =
     return PatientSummary(
         patient_id=patient_id,
         as_of=as_of,
-        patient=node_out(patient) if patient else None,
+        patient=_out(patient) if patient else None,
         counts={t: c for t, c in g.counts().items() if t not in ("Concept", "Gene")},
         first_record=min(times, default=None),
         last_record=max(times, default=None),
@@ -62,7 +72,7 @@ def get_timeline(
     end: Annotated[AsOf | None, Query(description="Window end (inclusive).")] = None,
 ) -> TimelineOut:
     nodes = timeline(store, patient_id, as_of=as_of, types=types, start=start, end=end)
-    return TimelineOut(patient_id=patient_id, as_of=as_of, count=len(nodes), nodes=[node_out(n) for n in nodes])
+    return TimelineOut(patient_id=patient_id, as_of=as_of, count=len(nodes), nodes=[_out(n) for n in nodes])
 
 
 @router.get(
@@ -77,18 +87,22 @@ def get_graph(
     store: StoreDep,
     settings: SettingsDep,
     as_of: AsOfQuery = None,
-    deidentify: Annotated[bool, Query(description="Hash ids and drop identifying properties.")] = False,
+    deidentify: Annotated[bool, Query(description="Hash ids, drop identifying and free-text properties, shift dates "
+                                                  "per patient (see graph.deidentify).")] = False,
 ) -> GraphOut:
     g = patient_graph(store, patient_id, as_of=as_of)
+    shown = patient_id
     if deidentify:
         if settings.deid_salt is None:
             raise ProblemError(409, "de-identified export needs TWIN_DEID_SALT to be configured", kind="not-configured")
         g = deidentify_graph(g, salt=settings.deid_salt.get_secret_value())
+        # the patient's pseudonym (every own node carries it; patient_graph returns at least one)
+        shown = next(n.patient_id for n in g.nodes if n.patient_id)
     return GraphOut(
-        patient_id=patient_id,
-        as_of=as_of,
+        patient_id=shown,
+        as_of=g.as_of,
         deidentified=deidentify,
         counts=g.counts(),
-        nodes=[node_out(n) for n in g.nodes],
+        nodes=[_out(n) for n in g.nodes],
         links=[edge_out(e) for e in g.edges],
     )

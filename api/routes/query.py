@@ -1,4 +1,10 @@
-"""``POST /v1/query`` (structured cohort predicate) and ``POST /v1/cypher`` (read-only, Neo4j only)."""
+"""``POST /v1/query`` (structured cohort predicate) and ``POST /v1/cypher`` (read-only, Neo4j only).
+
+A predicate past :data:`graph.MAX_PREDICATE_DEPTH` levels of ``all``/``any``/``not`` or
+:data:`graph.MAX_PREDICATE_TERMS` terms is refused with 422 before it reaches the store. The
+audit log gets one ``cohort.query`` line per patient the answer names (ids only), or one line
+with no patient when the cohort is empty.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +28,12 @@ router = APIRouter(prefix="/v1", tags=["query"])
     dependencies=[Depends(require_scope("graph:read"))],
 )
 def post_query(body: CohortQuery, store: StoreDep, audit: AuditDep) -> CohortResult:
-    audit.record("cohort.query")
-    ids = cohort(store, predicate_from_dict(body.predicate_dict()), as_of=body.as_of)
+    try:
+        ids = cohort(store, predicate_from_dict(body.predicate_dict()), as_of=body.as_of)
+    except BaseException:
+        audit.record("cohort.query")  # a refused or failed query is audited too, naming nobody
+        raise
+    audit.record("cohort.query", ids or None)
     return CohortResult(count=len(ids), patient_ids=ids)
 
 

@@ -1,16 +1,19 @@
 """``POST /v1/records``: ingest a FHIR Bundle (JSON), FHIR NDJSON, or files as multipart.
 
-One request is one transaction: a malformed resource anywhere leaves the store unchanged
-and the 422 problem names the file, resource and field. Uploading the same records again
-adds nothing (``nodes_added`` is 0).
+One request is one transaction: a malformed or incomplete resource anywhere, or one of a
+patient that does not exist (stored or in this request), leaves the store unchanged and the
+422 problem names the file, resource and field. A resource that would take over or link to
+another patient's records is a 409 naming it (ownership: see ``docs/architecture.md``).
+Uploading the same records again adds nothing (``nodes_added`` is 0); the answer counts the
+resources read, ``stored`` as nodes and ``skipped`` (by type and reason).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -20,7 +23,7 @@ from api.openapi import problems
 from api.schemas import IngestResult, _to_utc
 from api.uploads import UploadPart, WrittenUpload, parse_json_upload, parse_ndjson_upload, parse_parts, write_upload
 from core import RecordError
-from graph import ParsedFile
+from graph import ParsedFile, in_namespace, locate_error
 
 __all__ = ["router"]
 
@@ -113,21 +116,35 @@ def _form_time(text: object) -> datetime | None:
     status_code=status.HTTP_201_CREATED,
     summary="Ingest records (FHIR Bundle JSON, FHIR NDJSON, or multipart files) in one transaction.",
     dependencies=[Depends(require_scope("records:write"))],
-    responses=problems(415, 422),
+    responses={**problems(415, 422),
+               409: {"description": "A record would take over or link to another patient's records; "
+                                    "the problem names it."}},
     openapi_extra=_OPENAPI_BODY,
 )
-async def post_records(request: Request, services: ServicesDep, audit: AuditDep) -> IngestResult:
+async def post_records(
+    request: Request,
+    services: ServicesDep,
+    audit: AuditDep,
+    namespace: Annotated[str | None, Query(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$",
+        description="Source system whose id space the records use: its patient ids become "
+                    "'<namespace>:<id>', so two EHRs that reuse ids stay apart.")] = None,
+) -> IngestResult:
     try:
-        parsed = await _parse_request(request, services)
+        parsed = [in_namespace(p, namespace) for p in await _parse_request(request, services)]
     except RecordError:
         audit.record("records.write")
         raise
     name = parsed[0].source if len(parsed) == 1 else f"{len(parsed)} files"
     audit.record("records.write", sorted({n.patient_id for p in parsed for n in p.batch.nodes if n.patient_id}))
-    done: WrittenUpload = await run_in_threadpool(write_upload, services.store, parsed, name)
+    try:
+        done: WrittenUpload = await run_in_threadpool(write_upload, services.store, parsed, name)
+    except RecordError as exc:  # the store refused a node: name the record it came from
+        raise locate_error(exc, parsed) from exc
     return IngestResult(
         upload=name,
         resources=done.resources,
+        stored=sum(p.stored for p in parsed),
         patients=done.patients,
         nodes_by_type=done.nodes_by_type,
         skipped=done.skipped,

@@ -8,12 +8,20 @@ Encounter``, ``event -CODED_AS-> Concept`` (one shared Concept node per ``system
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 
+from core.errors import ConflictError, RecordError
 from graph.schema import Edge, GraphBatch, Node, NodeType, Rel, concept_id, gene_id, has_edge_for
 
-__all__ = ["BatchBuilder", "ParsedFile"]
+__all__ = ["BatchBuilder", "Origin", "ParsedFile", "in_namespace", "locate_error"]
+
+
+#: Where a node came from: the resource (or row) label and the field naming its patient.
+Origin = tuple[str | None, str | None]
 
 
 @dataclass
@@ -22,7 +30,9 @@ class ParsedFile:
 
     ``resources`` counts every resource (or row) by type; ``skipped`` counts those that became
     no node, keyed by type plus the reason in parentheses where there is one
-    (``"Claim"``, ``"Observation(no patient)"``).
+    (``"Claim"``, ``"Observation(cancelled)"``); every other resource is :attr:`stored`.
+    ``origins`` maps node ids to the resource and patient field they came from, so that a
+    store's refusal can name the record (:meth:`locate`).
     """
 
     source: str
@@ -30,20 +40,92 @@ class ParsedFile:
     batch: GraphBatch
     resources: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+    origins: dict[str, Origin] = field(default_factory=dict)
 
     def nodes_by_type(self) -> dict[str, int]:
         return dict(sorted(Counter(n.type.value for n in self.batch.nodes).items()))
 
+    @property
+    def stored(self) -> int:
+        """Resources that became graph nodes (read minus skipped)."""
+        return sum(self.resources.values()) - sum(self.skipped.values())
+
+    def locate(self, exc: RecordError) -> RecordError | None:
+        """``exc`` (raised by a store for one of this file's nodes) naming the source record:
+        this file, the resource or row, and the patient field for an unknown patient.
+        ``None`` when the error is not about a node of this file."""
+        if exc.resource is None or exc.resource not in self.origins:
+            return None
+        label, patient_field = self.origins[exc.resource]
+        fld = patient_field if exc.field == "patient_id" and patient_field else exc.field
+        return type(exc)(exc.reason, file=exc.file or self.source, resource=label or exc.resource, field=fld)
+
+
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,31}")
+_SHARED_PREFIXES = ("Concept/", "Gene/")
+
+
+def in_namespace(parsed: ParsedFile, namespace: str | None) -> ParsedFile:
+    """``parsed`` with every source id moved into the id space of source system ``namespace``.
+
+    Patient ids become ``"{namespace}:{id}"`` and every patient-scoped node id
+    ``"{Type}/{namespace}:{rest}"`` (edge endpoints outside the file too); the shared vocabulary
+    (``Concept``, ``Gene``) is left as is. ``:`` cannot occur in a FHIR id, so records of two
+    source systems that reuse ids (``Patient/123`` in both) stay apart. ``None``: unchanged.
+    """
+    if namespace is None:
+        return parsed
+    if not _NAMESPACE.fullmatch(namespace):
+        raise RecordError("a namespace is 1-32 letters, digits and '-', starting with a letter or digit",
+                          field="namespace")
+
+    def nid(i: str) -> str:
+        if i.startswith(_SHARED_PREFIXES) or "/" not in i:
+            return i
+        kind, rest = i.split("/", 1)
+        return f"{kind}/{namespace}:{rest}"
+
+    def pid(p: str | None) -> str | None:
+        return None if p is None else f"{namespace}:{p}"
+
+    nodes = [n if n.patient_id is None else dc_replace(n, id=nid(n.id), patient_id=pid(n.patient_id))
+             for n in parsed.batch.nodes]
+    edges = [dc_replace(e, src=nid(e.src), dst=nid(e.dst), patient_id=pid(e.patient_id)) for e in parsed.batch.edges]
+    origins = {nid(i): o for i, o in parsed.origins.items()}
+    return dc_replace(parsed, batch=GraphBatch(nodes=nodes, edges=edges), origins=origins)
+
+
+def locate_error(exc: RecordError, parsed: Sequence[ParsedFile]) -> RecordError:
+    """A store's :class:`RecordError` about a batch written from ``parsed``, located in its
+    source record (see :meth:`ParsedFile.locate`); ``exc`` itself when no file holds the node."""
+    for p in parsed:
+        located = p.locate(exc)
+        if located is not None:
+            return located
+    return exc
+
 
 class BatchBuilder:
-    """Collects nodes (last write of an id wins) and edges (deduplicated by key)."""
+    """Collects nodes (last write of an id wins, for the same patient) and edges (deduplicated by key).
+
+    Parsers set :attr:`origin` before adding a record's nodes; each node remembers it.
+    """
 
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}
         self.edges: dict[tuple[str, str, str], Edge] = {}
+        self.origin: Origin | None = None
+        self.origins: dict[str, Origin] = {}
 
     def add(self, node: Node) -> None:
+        """Add ``node``; an id already given to another patient in this file is a conflict."""
+        old = self.nodes.get(node.id)
+        if old is not None and old.patient_id != node.patient_id:
+            where = self.origin[0] if self.origin and self.origin[0] else node.id
+            raise ConflictError(f"{node.id} is given to two different patients in one file", resource=where)
         self.nodes[node.id] = node
+        if self.origin is not None:
+            self.origins[node.id] = self.origin
 
     def link(self, src: str, rel: Rel, dst: str, patient_id: str | None) -> None:
         e = Edge(src=src, rel=rel, dst=dst, patient_id=patient_id)

@@ -4,13 +4,20 @@ Entry points are :func:`parse_bundle`, :func:`parse_fhir_resources` and :func:`p
 the per-type mappings live in :mod:`graph.ingest.fhir_resources` and
 :mod:`graph.ingest.fhir_observation`. Rules shared by all resource types:
 
-* Node ids are ``"{resourceType}/{id}"``; a resource without ``id`` gets a content hash
-  (:func:`~graph.ingest.fields.content_id`), so re-ingest is idempotent.
+* Node ids are ``"{resourceType}/{id}"``. A resource without ``id`` takes the id its Bundle
+  entry's ``fullUrl`` gives it (``urn:uuid:<uuid>``, or an absolute URL ending in
+  ``<resourceType>/<id>``); a resource that becomes a node and has neither is rejected
+  (field ``id``): ids are never invented, so a changed record cannot land as a second node.
 * References resolve within the file: ``urn:uuid:`` and absolute ``fullUrl``\\ s, relative
   ``Type/id`` (``/_history/n`` dropped), absolute URLs ending in ``Type/id``, and
   ``#contained``. Conditional references (``Type?param=...``) do not resolve.
-* Every event needs a patient: a resource whose subject is missing, is not a Patient, or is a
-  *contained* Patient (no stable id) is counted as ``"Type(no patient)"`` and skipped.
+* Every event needs a patient: a resource whose ``subject`` (``patient`` for
+  MolecularSequence) is missing, does not resolve, is not a Patient, or is a *contained*
+  Patient (no stable id) is rejected naming that field. Whether the Patient exists is checked
+  when the batch is written (it must be stored already or be in the same file).
+* A Bundle entry needs a ``resource``; entries that only carry a ``request`` (transaction
+  DELETE/GET) or a ``response`` are counted as ``"Bundle.entry(request only)"`` /
+  ``"Bundle.entry(response only)"`` and skipped (nothing is deleted).
 * Resources that are ``entered-in-error`` (and cancelled / not-done ones, see the mappers)
   are counted and skipped. Types without a mapping (Claim, Immunization, CarePlan, ...) are
   counted and skipped.
@@ -28,7 +35,7 @@ from typing import Any
 
 from core.errors import RecordError
 from graph.ingest.builder import BatchBuilder, ParsedFile
-from graph.ingest.fields import Loc, content_id
+from graph.ingest.fields import Loc
 
 __all__ = ["FhirFile", "Ref", "parse_bundle", "parse_fhir_resources", "parse_json_text", "parse_ndjson"]
 
@@ -68,9 +75,25 @@ class Ref:
 @dataclass(slots=True)
 class _Entry:
     type: str
-    id: str
+    id: str | None  # None: neither an id nor a fullUrl naming one
     resource: dict[str, Any]
     loc: Loc
+
+
+#: Mapped types that never become a node themselves (read through references), so need no id.
+_NO_NODE = frozenset({"Medication"})
+_URN_UUID = re.compile(r"^urn:uuid:([A-Za-z0-9\-.]{1,64})$")
+
+
+def _id_from_full_url(full_url: Any, rtype: str) -> str | None:
+    """The id a Bundle entry's ``fullUrl`` gives a resource without one (``None`` if it gives none)."""
+    if not isinstance(full_url, str):
+        return None
+    m = _URN_UUID.match(full_url)
+    if m:
+        return m.group(1)
+    m = _TYPE_ID.search(_HISTORY.sub("", full_url))
+    return m.group(2) if m and m.group(1) == rtype else None
 
 
 class FhirFile:
@@ -101,15 +124,16 @@ class FhirFile:
             raise loc.error(f"missing or invalid resourceType: {str(rtype)[:40]!r}", "resourceType")
         rid = resource.get("id")
         if rid is None:
-            rid = content_id(resource)
+            rid = _id_from_full_url(full_url, rtype)
         elif not isinstance(rid, str) or not rid.strip():
             raise loc.error("id must be a non-empty string", "id")
-        if not label.startswith("line ") and resource.get("id") is not None:
+        if not label.startswith("line ") and rid is not None:
             loc = Loc(self.source, f"{rtype}/{rid}")
         entry = _Entry(rtype, rid, resource, loc)
         self.entries.append(entry)
         self.resources[rtype] += 1
-        self._by_key[f"{rtype}/{rid}"] = entry
+        if rid is not None:
+            self._by_key[f"{rtype}/{rid}"] = entry
         if full_url is not None:
             if not isinstance(full_url, str):
                 raise loc.error("fullUrl must be a string", "fullUrl")
@@ -140,6 +164,8 @@ class FhirFile:
             target = _HISTORY.sub("", target)
             hit = self._by_key.get(target)
         if hit is not None:
+            if hit.id is None:
+                raise loc.error(f"references a {hit.type} that has no id", path)
             return Ref(hit.type, hit.id, hit.resource)
         if "?" in target:
             return None
@@ -149,11 +175,25 @@ class FhirFile:
         found = self._by_key.get(f"{m.group(1)}/{m.group(2)}")
         return Ref(m.group(1), m.group(2), found.resource if found else None)
 
-    def patient_of(self, r: dict[str, Any], loc: Loc, key: str = "subject") -> str | None:
-        """Bare id of the (non-contained) Patient a resource is about, else ``None``."""
-        ref = self.resolve(loc.obj(r, key, key), loc, key, r)
-        if ref is None or ref.type != "Patient" or ref.contained:
-            return None
+    def patient_of(self, r: dict[str, Any], loc: Loc, key: str = "subject") -> str:
+        """Bare id of the (non-contained) Patient a resource is about.
+
+        Raises a :class:`RecordError` naming ``key`` when there is none: the field is missing,
+        does not resolve (a conditional reference), names another type or a contained Patient.
+        """
+        raw = loc.obj(r, key, key)
+        rtype = r.get("resourceType")
+        if raw is None or raw.get("reference") is None:
+            raise loc.error(f"{'an' if str(rtype)[:1] in 'AEIOU' else 'a'} {rtype} needs a {key} referencing "
+                            "its Patient", key)
+        ref = self.resolve(raw, loc, key, r)
+        if ref is None:
+            raise loc.error(f"{key} {str(raw['reference'])[:80]!r} does not identify a Patient", key)
+        if ref.type != "Patient":
+            raise loc.error(f"{key} must reference a Patient, got {ref.type}", key)
+        if ref.contained:
+            raise loc.error(f"{key} references a contained Patient, which has no stable id", key)
+        self.builder.origin = (loc.resource, key)
         return ref.id
 
     def encounter_of(self, r: dict[str, Any], loc: Loc, key: str = "encounter") -> str | None:
@@ -173,6 +213,13 @@ class FhirFile:
             if mapper is None:
                 self.skip(e.type)
                 continue
+            if e.id is None:
+                if e.type not in _NO_NODE:
+                    raise e.loc.error(f"a {e.type} needs an id (or a Bundle entry fullUrl that gives one); "
+                                      "ids are never invented", "id")
+                self.skip(e.type)
+                continue
+            self.builder.origin = (e.loc.resource, None)
             try:
                 mapper(self, e.resource, e.id, e.loc)
             except RecordError:
@@ -180,7 +227,8 @@ class FhirFile:
             except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
                 # defensive: a mapper bug on odd input still names the resource
                 raise e.loc.error(f"cannot map resource: {exc}") from exc
-        return ParsedFile(self.source, self.format, self.builder.batch(), self.resources, self.skipped)
+        return ParsedFile(self.source, self.format, self.builder.batch(), self.resources, self.skipped,
+                          self.builder.origins)
 
 
 def parse_fhir_resources(
@@ -212,8 +260,12 @@ def _add_bundle_entries(ff: FhirFile, bundle: dict[str, Any]) -> None:
         if not isinstance(entry, dict):
             raise Loc(ff.source, f"entry {i + 1}").error(f"a Bundle entry must be an object, got {type(entry).__name__}")
         res = entry.get("resource")
-        if res is None:  # transaction DELETE/GET entries carry only a request
-            ff.skip("Bundle.entry", "no resource")
+        if res is None:
+            kind = "request" if entry.get("request") is not None else "response" if entry.get("response") else None
+            if kind is None:
+                raise Loc(ff.source, f"entry {i + 1}").error("a Bundle entry needs a resource", "resource")
+            ff.resources["Bundle.entry"] += 1  # transaction DELETE/GET or a response: nothing to store
+            ff.skip("Bundle.entry", f"{kind} only")
             continue
         if isinstance(res, dict) and res.get("resourceType") == "Bundle":
             ff.resources["Bundle"] += 1

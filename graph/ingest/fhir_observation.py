@@ -2,8 +2,9 @@
 
 Observation rules (decisions, also in ``docs``/the package docstring):
 
-* ``cancelled`` / ``entered-in-error`` Observations are counted and skipped; so are those
-  without a Patient subject (``"Observation(no patient)"``).
+* ``cancelled`` / ``entered-in-error`` Observations are counted and skipped. Any other
+  Observation needs a Patient ``subject`` and a ``code`` (a coding with a code, or text; each
+  numeric component too): without them it is rejected naming the field, never stored half.
 * A numeric ``valueQuantity``/``valueInteger`` gives a ``Lab`` with ``value`` in the canonical
   unit of its LOINC code (:mod:`graph.units`); reference range, interpretation, category and
   ``comparator`` go to ``props``.
@@ -81,11 +82,13 @@ def _quantity_unit(loc: Loc, q: dict[str, Any], path: str) -> tuple[str | None, 
     return unit, f"{path}.unit"
 
 
-def _numeric(loc: Loc, code: str | None, value: float, unit: str | None, field: str) -> tuple[float, str | None]:
+def _numeric(loc: Loc, code: str | None, value: float, unit: str | None, unit_field: str,
+             value_field: str) -> tuple[float, str | None]:
+    """``to_canonical``, its error naming the value's field or the unit's, whichever is wrong."""
     try:
         return to_canonical(code, value, unit)
     except RecordError as exc:
-        raise loc.error(exc.reason, field) from None
+        raise loc.error(exc.reason, value_field if exc.field == "value" else unit_field) from None
 
 
 def _read_value(loc: Loc, holder: dict[str, Any], prefix: str, code: str | None) -> _Value | None:
@@ -96,7 +99,7 @@ def _read_value(loc: Loc, holder: dict[str, Any], prefix: str, code: str | None)
         v = loc.num(q, "value", f"{path}.value")
         if v is not None:
             unit, ufield = _quantity_unit(loc, q, path)
-            val, canon = _numeric(loc, code, v, unit, ufield)
+            val, canon = _numeric(loc, code, v, unit, ufield, f"{path}.value")
             qprops: dict[str, Any] = {}
             comparator = loc.string(q, "comparator", f"{path}.comparator")
             if comparator is not None:
@@ -110,7 +113,7 @@ def _read_value(loc: Loc, holder: dict[str, Any], prefix: str, code: str | None)
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise loc.error(f"expected an integer, got {type(raw).__name__}", path)
         v = loc.number(raw, path)
-        val, canon = _numeric(loc, code, v, canonical_unit(code), path)  # integers carry no unit
+        val, canon = _numeric(loc, code, v, canonical_unit(code), path, path)  # integers carry no unit
         return _Value(val, canon, {})
     props: dict[str, Any] = {}
     cc = loc.codeable(holder, "valueCodeableConcept", f"{prefix}valueCodeableConcept")
@@ -242,9 +245,9 @@ def map_observation(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None
     if status in ("cancelled", "entered-in-error"):
         return ff.skip("Observation", status)
     pid = ff.patient_of(r, loc)
-    if pid is None:
-        return ff.skip("Observation", "no patient")
     code = loc.codeable(r, "code", "code", (LOINC,))
+    if code is None:
+        raise loc.error("an Observation needs a code: a coding with a code, or text", "code")
     components = loc.objs(r, "component", "component")
     time = _time(loc, r)
     encounter = ff.encounter_of(r, loc)
@@ -266,7 +269,9 @@ def map_observation(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None
         if v.value is None:
             other_parts.append({"code": cc.code if cc else None, "display": cc.display if cc else None, "value": _plain(v)})
             continue
-        key = (cc.code if cc and cc.code else f"c{i}")
+        if cc is None:
+            raise loc.error("a numeric component needs a code: a coding with a code, or text", f"component[{i}].code")
+        key = cc.code or f"c{i}"
         used[key] = used.get(key, 0) + 1
         suffix = key if used[key] == 1 else f"{key}~{used[key]}"
         props = {**common, **v.props, "panel": code.code if code else None,
@@ -326,8 +331,6 @@ def _map_genomic(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc, pid: str, 
 def map_molecular_sequence(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
     """One ``Variant`` per ``variant[]`` entry (id ``MolecularSequence/{id}#{index}``); no gene (R4 has none)."""
     pid = ff.patient_of(r, loc, "patient")
-    if pid is None:
-        return ff.skip("MolecularSequence", "no patient")
     variants = loc.objs(r, "variant", "variant")
     if not variants:
         return ff.skip("MolecularSequence", "no variant")

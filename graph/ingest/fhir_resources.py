@@ -1,17 +1,20 @@
 """Per-type FHIR R4 mappings (all but Observation/MolecularSequence, see ``fhir_observation``).
 
+Every resource that becomes a node needs an ``id`` and a ``subject`` that is a Patient
+(rejected otherwise, see :mod:`graph.ingest.fhir`); the last column lists what is skipped.
+
 | resource | node | time / end | skipped when |
 |---|---|---|---|
 | Patient | ``Patient`` (birth date, sex; deceased time as ``end``) | - / deceased | never |
-| Encounter | ``Encounter`` (class, type code) | period | no patient, entered-in-error |
-| Condition | ``Condition`` (clinical/verification status) | onset (else recordedDate) / abatement | no patient, entered-in-error, refuted |
-| MedicationRequest | ``Medication`` | authoredOn (else dosage bounds) / bounds or validity end | no patient, entered-in-error, cancelled |
-| MedicationAdministration | ``Medication`` | effective | no patient, entered-in-error, not-done |
-| MedicationStatement | ``Medication`` | effective (else dateAsserted) | no patient, entered-in-error, not-taken |
-| Procedure | ``Procedure`` | performed | no patient, entered-in-error, not-done |
-| ImagingStudy | ``Image`` (modalities, body sites, files of Media ``partOf`` it) | started | no patient, entered-in-error |
-| Media | ``Image``, unless ``partOf`` an ImagingStudy of the same file (then its file is attached there) | created | no patient, not an image |
-| DiagnosticReport | ``Image`` only when it carries images (``media``, ``imagingStudy`` or an image ``presentedForm``) | effective (else issued) | no images, no patient |
+| Encounter | ``Encounter`` (class, type code) | period | entered-in-error |
+| Condition | ``Condition`` (clinical/verification status) | onset (else recordedDate) / abatement | entered-in-error, refuted |
+| MedicationRequest | ``Medication`` | authoredOn (else dosage bounds) / bounds or validity end | entered-in-error, cancelled |
+| MedicationAdministration | ``Medication`` | effective | entered-in-error, not-done |
+| MedicationStatement | ``Medication`` | effective (else dateAsserted) | entered-in-error, not-taken |
+| Procedure | ``Procedure`` | performed | entered-in-error, not-done |
+| ImagingStudy | ``Image`` (modalities, body sites, files of Media ``partOf`` it) | started | entered-in-error |
+| Media | ``Image``, unless ``partOf`` an ImagingStudy of the same file (then its file is attached there) | created | not an image |
+| DiagnosticReport | ``Image`` only when it carries images (``media``, ``imagingStudy`` or an image ``presentedForm``) | effective (else issued) | no images |
 | Medication | none: read through ``medicationReference`` | | always |
 
 Direct identifiers (names, addresses, telecom, identifiers, photos, contacts) are never read.
@@ -67,8 +70,6 @@ def map_encounter(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
     if status == "entered-in-error":
         return ff.skip("Encounter", status)
     pid = ff.patient_of(r, loc)
-    if pid is None:
-        return ff.skip("Encounter", "no patient")
     start, end = loc.period(r, "period", "period")
     cls = loc.obj(r, "class", "class")
     coding = None
@@ -102,8 +103,6 @@ def map_condition(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
     if vcode in ("entered-in-error", "refuted"):
         return ff.skip("Condition", vcode)
     pid = ff.patient_of(r, loc)
-    if pid is None:
-        return ff.skip("Condition", "no patient")
     onset = loc.time(r, "onsetDateTime", "onsetDateTime") or loc.period(r, "onsetPeriod", "onsetPeriod")[0]
     if onset is None:
         onset = loc.time(r, "recordedDate", "recordedDate")
@@ -170,8 +169,6 @@ def _medication(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc, rtype: str,
                 start: datetime | None, end: datetime | None, dosage: dict[str, Any] | None, dosage_path: str,
                 encounter_key: str) -> None:
     pid = ff.patient_of(r, loc)
-    if pid is None:
-        return ff.skip(rtype, "no patient")
     coding, unresolved = _medication_coding(ff, r, loc)
     value, unit, props = (None, None, {}) if dosage is None else _dose(loc, dosage, dosage_path)
     props.update({"status": _status(loc, r), "resource_type": rtype, "medication_ref": unresolved})
@@ -234,8 +231,6 @@ def map_procedure(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
     if status in ("entered-in-error", "not-done"):
         return ff.skip("Procedure", status)
     pid = ff.patient_of(r, loc)
-    if pid is None:
-        return ff.skip("Procedure", "no patient")
     start = loc.time(r, "performedDateTime", "performedDateTime")
     end = None
     if start is None:
@@ -269,7 +264,7 @@ def _media_url(loc: Loc, r: dict[str, Any]) -> tuple[str | None, str | None]:
 def collect_media_files(ff: FhirFile) -> None:
     """Index Media ``content.url`` by the ImagingStudy (of this file) they are ``partOf``."""
     for e in ff.entries:
-        if e.type != "Media":
+        if e.type != "Media" or e.id is None:  # an id-less Media is refused when mapped
             continue
         url, _ = _media_url(e.loc, e.resource)
         for i, part in enumerate(e.loc.objs(e.resource, "partOf", "partOf")):
@@ -287,8 +282,6 @@ def map_imaging_study(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> No
     if status == "entered-in-error":
         return ff.skip("ImagingStudy", status)
     pid = ff.patient_of(r, loc)
-    if pid is None:
-        return ff.skip("ImagingStudy", "no patient")
     modalities: list[str] = []
     sites: list[str] = []
     instances = 0
@@ -331,8 +324,6 @@ def map_media(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
     if not url and not (content_type or "").startswith("image/"):
         return ff.skip("Media", "no image")
     pid = ff.patient_of(r, loc)
-    if pid is None:
-        return ff.skip("Media", "no patient")
     time = loc.time(r, "createdDateTime", "createdDateTime") or loc.period(r, "createdPeriod", "createdPeriod")[0]
     time = time or loc.time(r, "issued", "issued")
     modality = loc.codeable(r, "modality", "modality", (DICOM_DCM,))
@@ -355,8 +346,6 @@ def map_diagnostic_report(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -
     if status == "entered-in-error":
         return ff.skip("DiagnosticReport", status)
     pid = ff.patient_of(r, loc)
-    if pid is None:
-        return ff.skip("DiagnosticReport", "no patient")
     time = loc.time(r, "effectiveDateTime", "effectiveDateTime") or loc.period(r, "effectivePeriod", "effectivePeriod")[0]
     time = time or loc.time(r, "issued", "issued")
     refs = []

@@ -125,9 +125,19 @@ class Loc:
         return self.time(p, "start", f"{path}.start"), self.time(p, "end", f"{path}.end")
 
     def codeable(self, d: dict[str, Any], key: str, path: str, prefer: tuple[str, ...] = ()) -> Coding | None:
-        """The preferred coding of a CodeableConcept (or its ``text`` alone), ``None`` if absent."""
+        """The preferred coding of a CodeableConcept (or its ``text`` alone), ``None`` if absent.
+
+        A CodeableConcept that is present but empty (``{}``, no coding and no text) is an error:
+        FHIR elements must carry content, and reading it as "no code" would let a re-sent
+        record blank a stored code.
+        """
         cc = self.obj(d, key, path)
-        return None if cc is None else self.concept(cc, path, prefer)
+        if cc is None:
+            return None
+        out = self.concept(cc, path, prefer)
+        if out is None and not cc.get("coding") and not cc.get("text"):
+            raise self.error("an empty CodeableConcept: give a coding with a code, or text", path)
+        return out
 
     def concept(self, cc: dict[str, Any], path: str, prefer: tuple[str, ...] = ()) -> Coding | None:
         codings = self.objs(cc, "coding", f"{path}.coding")

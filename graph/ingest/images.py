@@ -106,5 +106,6 @@ def parse_image(path: str | Path, *, patient_id: str, time: datetime | None = No
                 code=modality, system=DICOM_DCM if modality else None,
                 props={**props, Prop.FILE: str(path), "source_type": "file"}, source=f"file:{nid.split('/', 1)[1]}")
     b = BatchBuilder()
+    b.origin = (None, "patient_id")
     b.event(node)
-    return ParsedFile(str(p), f"image-{props['format']}", b.batch(), Counter({"Image file": 1}), Counter())
+    return ParsedFile(str(p), f"image-{props['format']}", b.batch(), Counter({"Image file": 1}), Counter(), b.origins)

@@ -9,6 +9,13 @@ resource per line), a Synthea CSV export (a folder with ``patients.csv``), VCF
 Synthea exports; image files are only ingested when named explicitly (they need a patient
 id and usually arrive through a Media/ImagingStudy reference instead). Each file, and each
 Synthea export as a whole, is one ``store.write`` and so all-or-nothing.
+
+A record's patient must exist when its file is written (stored already, or in the same
+file), so within one run the files whose name mentions patients (``Patient.ndjson``,
+``Patient-*.json`` of a bulk export split by resource type) are written first; otherwise the
+order is the order given (folders sorted by name). A file the store refuses (a record of an
+unknown patient, or one that conflicts with another patient's records) is reported with the
+record and field that caused it.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from core.errors import RecordError
-from graph.ingest.builder import ParsedFile
+from graph.ingest.builder import ParsedFile, in_namespace, locate_error
 from graph.ingest.fhir import parse_bundle, parse_fhir_resources, parse_json_text, parse_ndjson
 from graph.ingest.report import FileReport, IngestReport
 from graph.store.base import GraphStore
@@ -152,8 +159,13 @@ def ingest_paths(
     keep_going: bool = False,
     on_file: Callable[[FileReport], None] | None = None,
     patient_id: str | None = None,
+    namespace: str | None = None,
 ) -> IngestReport:
     """Parse and store every file named by ``paths``; one transaction per file (or CSV export).
+
+    ``namespace`` names the source system whose id space the records use (see
+    :func:`~graph.ingest.builder.in_namespace`): records of two EHRs that reuse ids are
+    ingested each under its own namespace, so they never meet.
 
     On a :class:`RecordError` the run stops and re-raises it (with the file named) unless
     ``keep_going``, in which case the error is recorded in the report and the next file is
@@ -171,20 +183,29 @@ def ingest_paths(
             report.files.append(fr)
             if on_file:
                 on_file(fr)
-    for unit in units:
-        fr = _ingest_one(store, unit, patient_id=patient_id, keep_going=keep_going)
+    for unit in _patients_first(units):
+        fr = _ingest_one(store, unit, patient_id=patient_id, keep_going=keep_going, namespace=namespace)
         report.files.append(fr)
         if on_file:
             on_file(fr)
     return report
 
 
-def _ingest_one(store: GraphStore, unit: Path, *, patient_id: str | None, keep_going: bool) -> FileReport:
+def _patients_first(units: list[Path]) -> list[Path]:
+    """``units`` with files named for patients first (stable otherwise): patients before their records."""
+    return sorted(units, key=lambda u: not (u.is_file() and "patient" in u.name.lower()))
+
+
+def _ingest_one(store: GraphStore, unit: Path, *, patient_id: str | None, keep_going: bool,
+                namespace: str | None) -> FileReport:
     fmt = "unknown"
     try:
-        parsed = parse_path(unit, patient_id=patient_id)
+        parsed = in_namespace(parse_path(unit, patient_id=patient_id), namespace)
         fmt = parsed.format
-        stats = store.write(parsed.batch)  # SchemaError (a RecordError) names what conflicts
+        try:
+            stats = store.write(parsed.batch)
+        except RecordError as exc:  # unknown patient, conflict, schema: name the source record
+            raise locate_error(exc, [parsed]) from exc
     except RecordError as exc:
         err = exc.with_context(file=str(unit))
         if not keep_going:
@@ -194,6 +215,7 @@ def _ingest_one(store: GraphStore, unit: Path, *, patient_id: str | None, keep_g
         path=str(unit),
         format=parsed.format,
         resources=sum(parsed.resources.values()),
+        stored=parsed.stored,
         nodes_by_type=parsed.nodes_by_type(),
         skipped=dict(sorted(parsed.skipped.items())),
         stats=stats,

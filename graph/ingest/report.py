@@ -15,13 +15,15 @@ __all__ = ["FileReport", "IngestReport"]
 class FileReport:
     """One file (or Synthea CSV export): what was parsed and what the store write changed.
 
-    ``error`` is ``RecordError.to_dict()`` when the file failed (then ``stats`` is ``None``
-    and nothing of the file was stored).
+    ``resources`` were read, ``stored`` of them became nodes and the rest are in ``skipped``
+    (by type and reason). ``error`` is ``RecordError.to_dict()`` when the file was rejected
+    (then ``stats`` is ``None`` and nothing of the file was stored).
     """
 
     path: str
     format: str
     resources: int = 0
+    stored: int = 0
     nodes_by_type: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     stats: WriteStats | None = None
@@ -32,6 +34,7 @@ class FileReport:
             "path": self.path,
             "format": self.format,
             "resources": self.resources,
+            "stored": self.stored,
             "nodes_by_type": dict(self.nodes_by_type),
             "skipped": dict(self.skipped),
             "stats": asdict(self.stats) if self.stats is not None else None,
@@ -71,13 +74,18 @@ class IngestReport:
 
     @property
     def totals(self) -> dict[str, int]:
-        """Files ok/failed, resources, and the summed :class:`WriteStats` counters."""
+        """Files ok/failed; resources read from the stored files, split into ``stored`` and
+        ``skipped``; ``rejected``: one per refused file or record (each names its resource in
+        :attr:`errors`; nothing of a refused file is stored); the summed :class:`WriteStats`."""
         ok = [f for f in self.files if f.error is None]
         stats = [f.stats for f in ok if f.stats is not None]
         return {
             "files": len(ok),
             "failed_files": len(self.files) - len(ok),
             "resources": sum(f.resources for f in ok),
+            "stored": sum(f.stored for f in ok),
+            "skipped": sum(sum(f.skipped.values()) for f in ok),
+            "rejected": len(self.files) - len(ok),
             "nodes": sum(sum(f.nodes_by_type.values()) for f in ok),
             "nodes_added": sum(s.nodes_added for s in stats),
             "nodes_updated": sum(s.nodes_updated for s in stats),

@@ -14,7 +14,8 @@ One export folder (``patients.csv`` plus per-table files) is one batch. Tables a
 | breast_cancer_clone_groups | one ``Variant`` per (clone, gene symbol in ``genes``), ``CARRIES`` + ``IN_GENE``; time = first sequencing time point; VAF series from ``breast_cancer_clone_proportions`` | ``Variant/clone/{patient}/{clone_id}/{gene}`` |
 
 Rows without their own id get a hash of table name and row content, so re-ingest is
-idempotent. Other tables (allergies, careplans, immunizations, devices, supplies, payers,
+idempotent. Every row's patient (``PATIENT``) must exist: in this export's ``patients.csv`` or
+already in the store, else the export is rejected naming the row. Other tables (allergies, careplans, immunizations, devices, supplies, payers,
 providers, organizations, ...) are counted and skipped.
 """
 
@@ -106,7 +107,6 @@ class _Export:
         self.b = BatchBuilder()
         self.resources: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
-        self.patients: set[str] = set()
         self.encounters: set[str] = set()
         #: (patient, condition code) -> [(onset, node id)] for TREATS links
         self.conditions: dict[tuple[str, str], list[tuple[datetime | None, str]]] = {}
@@ -120,11 +120,11 @@ class _Export:
             self.resources[_TYPE_OF[name]] += len(rows)
         return rows
 
-    def patient(self, row: _Row, column: str = "PATIENT") -> str | None:
+    def patient(self, row: _Row, column: str = "PATIENT") -> str:
+        """The row's patient id (required); whether that patient exists is checked when the
+        export is written (in this export's ``patients.csv`` or already stored)."""
         pid = row.need(column)
-        if pid not in self.patients:
-            self.skipped[f"{_TYPE_OF.get(row.table, row.table)}(no patient)"] += 1
-            return None
+        self.b.origin = (row.label, column)
         return pid
 
     def encounter(self, row: _Row) -> str | None:
@@ -159,23 +159,18 @@ def parse_synthea_csv(folder: str | Path) -> ParsedFile:
         gender = row.get("GENDER")
         if gender:
             props[Prop.SEX] = _SEX.get(gender.upper(), gender.lower())
-        ex.patients.add(patient_id)
         ex.b.add(Node(id=f"Patient/{patient_id}", type=NodeType.PATIENT, patient_id=patient_id, end=row.time("DEATHDATE"),
                       props=props, source=ex.src(row, patient_id)))
     enc_rows = ex.table("encounters")
     ex.encounters.update(r.need("Id") for r in enc_rows)
     for row in enc_rows:
         pid = ex.patient(row)
-        if pid is None:
-            continue
         rid = row.need("Id")
         props = {"class": row.get("ENCOUNTERCLASS"), "reason_code": row.get("REASONCODE")}
         _event(ex, row, NodeType.ENCOUNTER, "Encounter", rid, pid, time=row.time("START", True), end=row.time("STOP"),
                code=row.get("CODE"), system=SNOMED, props=props)
     for row in ex.table("conditions"):
         pid = ex.patient(row)
-        if pid is None:
-            continue
         code, onset = row.need("CODE"), row.time("START", True)
         node = _event(ex, row, NodeType.CONDITION, "Condition", row.row_id(), pid, time=onset, end=row.time("STOP"),
                       code=code, system=ex.system(row, SNOMED), props={})
@@ -184,8 +179,6 @@ def parse_synthea_csv(folder: str | Path) -> ParsedFile:
         _medication(ex, row)
     for row in ex.table("procedures"):
         pid = ex.patient(row)
-        if pid is None:
-            continue
         _event(ex, row, NodeType.PROCEDURE, "Procedure", row.row_id(), pid, time=row.time("START", True),
                end=row.time("STOP"), code=row.need("CODE"), system=ex.system(row, SNOMED),
                props={"reason_code": row.get("REASONCODE")})
@@ -198,13 +191,11 @@ def parse_synthea_csv(folder: str | Path) -> ParsedFile:
             n = sum(1 for _ in _read(path, path.stem))
             ex.resources[f"{path.stem}.csv"] += n
             ex.skipped[f"{path.stem}.csv"] += n
-    return ParsedFile(str(ex.folder), "synthea-csv", ex.b.batch(), ex.resources, ex.skipped)
+    return ParsedFile(str(ex.folder), "synthea-csv", ex.b.batch(), ex.resources, ex.skipped, ex.b.origins)
 
 
 def _medication(ex: _Export, row: _Row) -> None:
     pid = ex.patient(row)
-    if pid is None:
-        return
     start = row.time("START", True)
     dispenses = row.get("DISPENSES")
     props: dict[str, Any] = {"reason_code": row.get("REASONCODE"), "resource_type": "MedicationRequest"}
@@ -224,8 +215,6 @@ def _medication(ex: _Export, row: _Row) -> None:
 
 def _observation(ex: _Export, row: _Row) -> None:
     pid = ex.patient(row)
-    if pid is None:
-        return
     code = row.need("CODE")
     kind = (row.get("TYPE") or "").lower()
     raw = row.get("VALUE")
@@ -244,7 +233,7 @@ def _observation(ex: _Export, row: _Row) -> None:
         try:
             value, unit = to_canonical(code, x, row.get("UNITS"))
         except RecordError as exc:
-            raise row.error(exc.reason, "UNITS") from None
+            raise row.error(exc.reason, "VALUE" if exc.field == "value" else "UNITS") from None
     else:
         props["value_string"] = raw
         if row.get("UNITS"):
@@ -260,8 +249,6 @@ def _imaging(ex: _Export, rows: list[_Row]) -> None:
     for sid, group in studies.items():
         first = group[0]
         pid = ex.patient(first)
-        if pid is None:
-            continue
         modalities = sorted({m for r in group if (m := r.get("MODALITY_CODE"))})
         sites = sorted({s for r in group if (s := r.get("BODYSITE_CODE"))})
         proc = first.get("PROCEDURE_CODE")
@@ -294,8 +281,6 @@ def _clones(ex: _Export) -> None:
             vaf[(row.need("patient_id"), row.need("clone_id"))] = series
     for row in ex.table("breast_cancer_clone_groups"):
         pid = ex.patient(row, "patient_id")
-        if pid is None:
-            continue
         clone = row.need("clone_id")
         dates = [d for d in (row.get("timepoint_dates") or "").split(";") if d.strip()]
         time = None

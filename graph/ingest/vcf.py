@@ -10,7 +10,7 @@ INFO [FORMAT sample...]``). Each ALT allele a sample carries becomes one ``Varia
   sample column name is a patient id. A VCF without sample columns needs ``patient_id`` and
   then means "the patient carries every ALT".
 * zygosity from ``GT``: two copies -> ``homozygous``, one -> ``heterozygous``, one allele
-  (haploid) -> ``hemizygous``; hom-ref and no-calls are counted and skipped.
+  (haploid) -> ``hemizygous``; hom-ref and no-calls are counted (per sample call) and skipped.
 * gene from ``INFO`` ``GENE=``, else the SnpEff ``ANN`` gene name (4th field), else the VEP
   ``CSQ`` ``SYMBOL``; significance from ``CLNSIG`` when present.
 * ``time`` (optional) dates the variants; germline calls are otherwise timeless.
@@ -88,7 +88,6 @@ def parse_vcf(path: str | Path, *, patient_id: str | None = None, time: datetime
         cols = line.split("\t")
         if len(cols) != len(header):
             raise RecordError(f"expected {len(header)} tab-separated columns, got {len(cols)}", file=src, resource=loc)
-        resources["VCF record"] += 1
         chrom, pos, vid, ref, alt, _qual, _filter, info = cols[:8]
         if not pos.isdigit() or int(pos) < 1:
             raise RecordError(f"POS must be a positive integer, got {pos[:20]!r}", file=src, resource=loc, field="POS")
@@ -99,22 +98,25 @@ def parse_vcf(path: str | Path, *, patient_id: str | None = None, time: datetime
         gene = info_map.get("GENE") or _ann_gene(info_map, csq_fields)
         samples = _samples(header, cols, patient_id, src, loc)
         for sample, gt in samples:
+            resources["VCF call"] += 1
+            b.origin = (loc, "patient_id" if patient_id is not None else "#CHROM")
             if gt is None:  # no genotype columns: the patient carries every ALT
                 calls = [(i + 1, "unknown") for i in range(len(alts))]
             else:
                 zyg = _zygosity(gt)
                 if zyg is None:
-                    skipped["VCF record(no call or hom-ref)" if "." in gt else "VCF record(hom-ref)"] += 1
+                    skipped["VCF call(no call or hom-ref)" if "." in gt else "VCF call(hom-ref)"] += 1
                     continue
                 idx = {int(a) for a in re.split(r"[/|]", gt) if a.isdigit() and a != "0"}
                 if any(i > len(alts) for i in idx):
                     raise RecordError(f"GT {gt!r} names an ALT allele that does not exist", file=src, resource=loc,
                                       field="GT")
                 calls = [(i, zyg) for i in sorted(idx)]
-            for i, zyg in calls:
+            real = [(i, zyg) for i, zyg in calls if alts[i - 1] not in (".", "*")]
+            if not real:
+                skipped["VCF call(no ALT allele)"] += 1
+            for i, zyg in real:
                 a = alts[i - 1]
-                if a in (".", "*"):
-                    continue
                 props = {"chrom": chrom, "pos": int(pos), "ref": ref, "alt": a, "zygosity": zyg, Prop.GENE: gene,
                          "rsid": vid if vid != "." else None, "significance": info_map.get("CLNSIG"),
                          "filter": _filter if _filter != "." else None}
@@ -125,7 +127,7 @@ def parse_vcf(path: str | Path, *, patient_id: str | None = None, time: datetime
                 b.variant(node, gene)
     if header is None:
         raise RecordError("no #CHROM header line", file=src)
-    return ParsedFile(src, "vcf", b.batch(), resources, skipped)
+    return ParsedFile(src, "vcf", b.batch(), resources, skipped, b.origins)
 
 
 def _ann_gene(info: dict[str, str], csq_fields: list[str] | None) -> str | None:

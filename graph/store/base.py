@@ -8,6 +8,13 @@ implements the small ``_``-prefixed hooks. Guarantees every store gives (and
 * ``write`` is atomic: the whole batch is stored or, on any error, nothing is.
 * ``write`` is idempotent: nodes upsert by ``id``, edges by ``(src, rel, dst)``; writing the
   same batch twice adds nothing.
+* Ownership: every patient-scoped node (``patient_id`` set) belongs to exactly one patient,
+  fixed by its first write, and that patient exists: its ``Patient`` node
+  (:func:`~graph.schema.patient_node_id`) is stored or in the same batch. A write that would
+  give a stored node another patient, put two patients' nodes under one id, or add an edge
+  joining two patients' records raises :class:`~core.errors.ConflictError`; a node of a
+  patient that does not exist raises :class:`~core.errors.RecordError`. Both are raised
+  before anything is written, inside the write's transaction, so the batch is refused whole.
 * An edge whose endpoint is not (yet) stored is kept *pending* and becomes a real edge as
   soon as that endpoint is written (FHIR references may point at resources that arrive in a
   later file, e.g. NDJSON bulk exports split by resource type). Every real edge, promoted
@@ -28,9 +35,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import ClassVar, Generic, Self, TypeVar
 
-from core.errors import QueryError, StoreError, TwinError
+from core.errors import ConflictError, QueryError, RecordError, SchemaError, StoreError, TwinError
 from graph.predicates import OPS, All, AnyOf, CarriesVariant, HasCondition, LabValue, Not, OnMedication, Predicate
-from graph.schema import Edge, GraphBatch, Node, NodeType, Rel
+from graph.schema import Edge, GraphBatch, Node, NodeType, Rel, patient_node_id
 from graph.store.codec import (
     EdgeKey,
     Record,
@@ -109,6 +116,48 @@ class StoreCounts:
         return sum(self.edges.values())
 
 
+def _whose(patient_id: str | None) -> str:
+    return f"patient {patient_id!r}" if patient_id is not None else "the shared vocabulary"
+
+
+def _check_batch_owners(nodes: Sequence[Node]) -> None:
+    """Refuse a batch that gives one id to two patients, or a Patient node under a foreign id."""
+    owner: dict[str, str | None] = {}
+    for n in nodes:
+        if n.id in owner and owner[n.id] != n.patient_id:
+            raise ConflictError(f"{n.id} is given to two different patients in one write", resource=n.id)
+        owner[n.id] = n.patient_id
+        if n.type is NodeType.PATIENT and (n.patient_id is None or n.id != patient_node_id(n.patient_id)):
+            raise SchemaError(f"a Patient node's id must be 'Patient/<patient_id>', got patient_id {n.patient_id!r}",
+                              resource=n.id, field="id")
+
+
+def _check_patients_exist(batch_nodes: Sequence[Node], batch_heads: Mapping[str, tuple[NodeType, str | None]],
+                          stored_heads: Mapping[str, tuple[NodeType, str | None]]) -> None:
+    """Every patient-scoped node of the batch needs its Patient node, stored or in the batch."""
+    for n in batch_nodes:
+        if n.patient_id is None:
+            continue
+        pid = patient_node_id(n.patient_id)
+        head = batch_heads.get(pid) or stored_heads.get(pid)
+        if head is None or head[0] is not NodeType.PATIENT:
+            raise RecordError(f"patient {n.patient_id!r} does not exist: store its Patient record first or "
+                              f"in the same file", resource=n.id, field="patient_id")
+
+
+def _check_edge_owner(r: Record, heads: Mapping[str, tuple[NodeType, str | None]]) -> None:
+    """An edge and its two endpoints belong to at most one patient (shared nodes belong to none)."""
+    src_owner, dst_owner = heads[r["src"]][1], heads[r["dst"]][1]
+    owners = {p for p in (r["patient_id"], src_owner, dst_owner) if p is not None}
+    if len(owners) > 1:
+        who = r["patient_id"] if r["patient_id"] is not None else src_owner
+        if dst_owner is not None and dst_owner != who:
+            raise ConflictError(f"{r['src']} ({r['rel']}) references {r['dst']}, a record of another patient",
+                                resource=r["src"])
+        raise ConflictError(f"{r['dst']} is linked ({r['rel']}) from {r['src']}, a record of another patient",
+                            resource=r["dst"])
+
+
 class GraphStore(abc.ABC, Generic[TxT]):
     """A durable, transactional store of patient graphs.
 
@@ -127,10 +176,14 @@ class GraphStore(abc.ABC, Generic[TxT]):
         """Upsert ``batch`` atomically (all or nothing) and idempotently.
 
         Raises:
-            SchemaError: an edge (new or promoted from pending) breaks the schema.
+            ConflictError: a node or edge would change or join another patient's records.
+            RecordError: a node's patient does not exist (neither stored nor in the batch).
+            SchemaError: an edge (new or promoted from pending) breaks the schema; a Patient
+                node whose id is not ``Patient/{patient_id}``.
             ValueError, TypeError: a node or edge cannot be stored (NaN value, props not JSON).
             StoreError: the backend failed.
         """
+        _check_batch_owners(batch.nodes)
         nodes = {n.id: node_to_record(n) for n in batch.nodes}  # serialise before touching the backend
         edges = {e.key: edge_to_record(e) for e in batch.edges}
         return self._run("write a batch", lambda tx: self._write(tx, batch.nodes, nodes, edges), write=True)
@@ -239,11 +292,19 @@ class GraphStore(abc.ABC, Generic[TxT]):
         self, tx: TxT, batch_nodes: Sequence[Node], nodes: dict[str, Record], edges: dict[EdgeKey, Record]
     ) -> WriteStats:
         stored = self._node_records(tx, list(nodes)) if nodes else {}
+        for i, r in nodes.items():  # ownership: a stored node keeps its patient
+            if i in stored and stored[i]["patient_id"] != r["patient_id"]:
+                raise ConflictError(f"{i} is already a record of another patient; a record of "
+                                    f"{_whose(r['patient_id'])} cannot reuse its id", resource=i)
         promotable = self._pending_touching(tx, list(nodes)) if nodes else []
-        batch_types = {n.id: n.type for n in batch_nodes}
-        outside = sorted({x for r in (*edges.values(), *promotable) for x in (r["src"], r["dst"])} - batch_types.keys())
-        stored_types = self._node_types(tx, outside) if outside else {}
-        known = batch_types.keys() | stored_types.keys()
+        batch_heads = {n.id: (n.type, n.patient_id) for n in batch_nodes}
+        patients = {p for _, p in batch_heads.values() if p is not None}
+        outside = sorted(({x for r in (*edges.values(), *promotable) for x in (r["src"], r["dst"])}
+                          | {patient_node_id(p) for p in patients}) - batch_heads.keys())
+        stored_heads = self._node_owners(tx, outside) if outside else {}
+        _check_patients_exist(batch_nodes, batch_heads, stored_heads)
+        heads = stored_heads | batch_heads
+        known = heads.keys()
 
         def ready(r: Record) -> bool:
             return r["src"] in known and r["dst"] in known
@@ -251,6 +312,9 @@ class GraphStore(abc.ABC, Generic[TxT]):
         promoted = [r for r in promotable if ready(r)]
         real = {edge_key(r): r for r in promoted} | {k: r for k, r in edges.items() if ready(r)}
         waiting = [r for r in edges.values() if not ready(r)]
+        for r in real.values():  # an edge never joins two patients' records
+            _check_edge_owner(r, heads)
+        stored_types = {i: t for i, (t, _) in stored_heads.items()}
         if real:  # schema check of every edge that becomes real, endpoints typed by the batch or the store
             GraphBatch(
                 nodes=[*(Node(id=i, type=t) for i, t in stored_types.items()), *batch_nodes],
@@ -313,8 +377,9 @@ class GraphStore(abc.ABC, Generic[TxT]):
         """Records of the stored nodes among ``ids`` (distinct), by id."""
 
     @abc.abstractmethod
-    def _node_types(self, tx: TxT, ids: list[str]) -> dict[str, NodeType]:
-        """Types of the stored nodes among ``ids`` (distinct), by id: the known-ids lookup of writes."""
+    def _node_owners(self, tx: TxT, ids: list[str]) -> dict[str, tuple[NodeType, str | None]]:
+        """``(type, patient_id)`` of the stored nodes among ``ids`` (distinct), by id: the
+        known-ids and ownership lookup of writes."""
 
     @abc.abstractmethod
     def _put_nodes(self, tx: TxT, rows: list[Record], retyped: Mapping[str, str]) -> None:

@@ -87,8 +87,8 @@ class MemoryStore(GraphStore[UndoLog]):
     def _node_records(self, tx: UndoLog, ids: list[str]) -> dict[str, Record]:
         return {i: dict(self._nodes[i]) for i in ids if i in self._nodes}
 
-    def _node_types(self, tx: UndoLog, ids: list[str]) -> dict[str, NodeType]:
-        return {i: NodeType(self._nodes[i]["type"]) for i in ids if i in self._nodes}
+    def _node_owners(self, tx: UndoLog, ids: list[str]) -> dict[str, tuple[NodeType, str | None]]:
+        return {i: (NodeType(self._nodes[i]["type"]), self._nodes[i]["patient_id"]) for i in ids if i in self._nodes}
 
     def _put_nodes(self, tx: UndoLog, rows: list[Record], retyped: Mapping[str, str]) -> None:
         for r in rows:

@@ -196,11 +196,12 @@ class Neo4jStore(GraphStore[neo4j.ManagedTransaction]):
                 out[rec["id"]] = rec
         return out
 
-    def _node_types(self, tx: neo4j.ManagedTransaction, ids: list[str]) -> dict[str, NodeType]:
-        out: dict[str, NodeType] = {}
+    def _node_owners(self, tx: neo4j.ManagedTransaction, ids: list[str]) -> dict[str, tuple[NodeType, str | None]]:
+        out: dict[str, tuple[NodeType, str | None]] = {}
         for chunk in chunks(ids, _CHUNK):
-            for r in tx.run("UNWIND $ids AS id MATCH (n:Node {id: id}) RETURN n.id AS id, n.type AS type", ids=chunk):
-                out[r["id"]] = NodeType(r["type"])
+            for r in tx.run("UNWIND $ids AS id MATCH (n:Node {id: id}) "
+                            "RETURN n.id AS id, n.type AS type, n.patient_id AS patient_id", ids=chunk):
+                out[r["id"]] = (NodeType(r["type"]), r["patient_id"])
         return out
 
     def _put_nodes(self, tx: neo4j.ManagedTransaction, rows: list[Record], retyped: Mapping[str, str]) -> None:

@@ -132,11 +132,11 @@ class SQLiteStore(GraphStore[sqlite3.Cursor]):
             out.update((r["id"], dict(r)) for r in tx.execute(q, chunk))
         return out
 
-    def _node_types(self, tx: sqlite3.Cursor, ids: list[str]) -> dict[str, NodeType]:
-        out: dict[str, NodeType] = {}
+    def _node_owners(self, tx: sqlite3.Cursor, ids: list[str]) -> dict[str, tuple[NodeType, str | None]]:
+        out: dict[str, tuple[NodeType, str | None]] = {}
         for chunk in chunks(ids, _CHUNK):
-            q = f"SELECT id, type FROM nodes WHERE id IN ({_marks(len(chunk))})"
-            out.update((r["id"], NodeType(r["type"])) for r in tx.execute(q, chunk))
+            q = f"SELECT id, type, patient_id FROM nodes WHERE id IN ({_marks(len(chunk))})"
+            out.update((r["id"], (NodeType(r["type"]), r["patient_id"])) for r in tx.execute(q, chunk))
         return out
 
     def _put_nodes(self, tx: sqlite3.Cursor, rows: list[Record], retyped: Mapping[str, str]) -> None:

@@ -1,7 +1,8 @@
 """Copy a whole graph store into another (embedded ⇄ Neo4j), losslessly.
 
 Everything a store holds moves: every node with all its fields, every edge with its
-properties, and the edges still pending an endpoint. Writes go in batches (one transaction
+properties, and the edges still pending an endpoint. Patient nodes go first, since a
+store accepts a patient's records only once the patient exists. Writes go in batches (one transaction
 each) through the public :class:`~graph.store.base.GraphStore` interface, so any pair of
 stores works; the copy is checked by comparing the two stores' counts at the end.
 """
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.errors import StoreError
-from graph.schema import GraphBatch
+from graph.schema import GraphBatch, NodeType
 from graph.store.base import GraphStore, NodeQuery, chunks
 
 __all__ = ["CopyReport", "copy_store"]
@@ -54,7 +55,7 @@ def copy_store(
     if require_empty and dst.counts().total_nodes:
         raise StoreError(f"destination store {dst.url} is not empty; copy into an empty store")
 
-    nodes = src.find_nodes(NodeQuery())
+    nodes = sorted(src.find_nodes(NodeQuery()), key=lambda n: n.type is not NodeType.PATIENT)  # patients first
     for chunk in chunks(nodes, batch_size):
         dst.write(GraphBatch(nodes=chunk))
         if on_progress:

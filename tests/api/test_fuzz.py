@@ -6,7 +6,8 @@ code, content type, header or body that the OpenAPI document does not declare, a
 invalid request that is accepted (all of schemathesis' checks but one, see ``EXCLUDED``).
 
 Run just this: ``.venv/bin/pytest tests/api/test_fuzz.py`` (``FUZZ_EXAMPLES`` sets examples
-per operation; default 25).
+per operation and mode; default 100, about 1.5 minutes on 2 cores, hence ``slow``: the full
+suite runs it, ``-m "not slow"`` skips it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from api.security import KeyStore
 from tests.api.conftest import LiveServer, make_settings, start_server
 from tests.api.helpers import tiny_bundle
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 #: ``positive_data_acceptance`` expects every schema-valid body to succeed, but FHIR validity is
 #: more than JSON Schema can say (an NDJSON body is "a string"; a Bundle entry "an object"), so
 #: a schema-valid but clinically malformed record rightly gets a 422 naming the resource.
@@ -83,6 +84,7 @@ def _fuzz_operation(op: Any, mode: Any, token: str) -> list[str]:
     return failures
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["positive", "negative"])
 def test_openapi_conformance(fuzz_live: LiveServer, mode: str) -> None:
     schema = schemathesis.openapi.from_url(f"{fuzz_live.url}/openapi.json")

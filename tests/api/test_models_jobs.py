@@ -72,6 +72,28 @@ def test_job_errors(live: LiveServer) -> None:
         assert_problem(c.post("/v1/models", json={"epochs": 0}), 422)
     with live.client("sim") as c:
         assert_problem(c.post("/v1/models", json={"name": "x"}), 403)
-        assert_problem(c.get("/v1/jobs/x"), 403)
+        assert_problem(c.get("/v1/jobs/x"), 404)
+        assert_problem(c.delete("/v1/jobs/x"), 404)
     with live.client("reader") as c:
         assert_problem(c.get("/v1/models"), 403)
+        assert_problem(c.get("/v1/jobs/x"), 403)
+
+
+def test_jobs_are_visible_to_their_owner_and_admins_only(live: LiveServer, trained_model: dict) -> None:
+    """The training job belongs to the admin key: a sim:run key neither sees nor cancels it."""
+    with live.client("sim") as c:
+        assert trained_model["id"] not in {j["id"] for j in c.get("/v1/jobs").json()["jobs"]}
+        assert_problem(c.get(f"/v1/jobs/{trained_model['id']}"), 404)
+        assert_problem(c.delete(f"/v1/jobs/{trained_model['id']}"), 404)
+    with live.client("admin") as c:
+        assert c.get(f"/v1/jobs/{trained_model['id']}").status_code == 200
+        assert "finished" in assert_problem(c.delete(f"/v1/jobs/{trained_model['id']}"), 409)["type"]
+
+
+def test_options_lists_every_method_of_the_path(live: LiveServer) -> None:
+    with live.client("admin") as c:
+        r = c.options("/v1/models")
+        assert r.status_code == 405
+        assert {m.strip() for m in r.headers["allow"].split(",")} >= {"GET", "POST"}
+        r = c.request("PUT", "/v1/jobs/x")
+        assert r.status_code == 405 and {m.strip() for m in r.headers["allow"].split(",")} >= {"GET", "DELETE"}

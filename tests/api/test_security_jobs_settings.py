@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from api.jobs import INTERRUPTED, JobRunner
+from api.jobs import INTERRUPTED, JobRunner, QueueFull
 from api.security import KeyStore, KeyStoreError, RateLimiter
 from api.settings import Settings, load_settings
 from core.errors import TwinError
@@ -44,22 +45,82 @@ def test_rate_limiter_bucket() -> None:
 
 def test_jobs_run_persist_and_fail_honestly(tmp_path: Path) -> None:
     runner = JobRunner(tmp_path / "j.db")
-    ok = runner.submit("echo", {"x": 1}, lambda progress: (progress(0.5, "half"), {"x": 2})[1])
-    bad = runner.submit("boom", {}, lambda progress: (_ for _ in ()).throw(TwinError("no patients")))
+    ok = runner.submit("echo", {"x": 1}, lambda progress, token: (progress(0.5, "half"), {"x": 2})[1])
+    bad = runner.submit("boom", {}, lambda progress, token: (_ for _ in ()).throw(TwinError("no patients")))
     assert runner.wait(ok.id, 10).status == "succeeded" and runner.get(ok.id).result == {"x": 2}
     failed = runner.wait(bad.id, 10)
     assert failed.status == "failed" and failed.error == "no patients"
-    crash = runner.submit("crash", {}, lambda progress: 1 / 0)
+    crash = runner.submit("crash", {}, lambda progress, token: 1 / 0)
     rec = runner.wait(crash.id, 10)
     assert rec.status == "failed" and rec.error == "internal error (ZeroDivisionError)"
+    runner.close()
+
+
+def _until(cond, timeout_s: float = 10.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_queue_cap_refuses_with_a_real_retry_time(tmp_path: Path) -> None:
+    release = threading.Event()
+    runner = JobRunner(tmp_path / "j.db", workers=1, max_queued=2)
+    # history: one job of ~0.3 s, so the estimate comes from a measured duration
+    quick = runner.submit("t", {}, lambda progress, token: (time.sleep(0.3), {})[1])
+    assert runner.wait(quick.id, 10).status == "succeeded"
+    running = runner.submit("t", {}, lambda progress, token: (release.wait(20), {})[1])
+    _until(lambda: runner.get(running.id).status == "running")
+    waiting = [runner.submit("t", {}, lambda progress, token: {}) for _ in range(2)]
+    with pytest.raises(QueueFull) as full:
+        runner.submit("t", {}, lambda progress, token: {})
+    assert full.value.retry_after_s >= 1 and full.value.cap == 2
+    # cancelling a waiting job frees its slot at once
+    assert runner.cancel(waiting[0].id).status == "cancelled"
+    extra = runner.submit("t", {}, lambda progress, token: {})
+    release.set()
+    for job in (running, waiting[1], extra):
+        assert runner.wait(job.id, 10).status == "succeeded"
+    assert runner.get(waiting[0].id).status == "cancelled"
+    runner.close()
+
+
+def test_retry_after_grows_with_the_running_job(tmp_path: Path) -> None:
+    release = threading.Event()
+    runner = JobRunner(tmp_path / "j.db", workers=1, max_queued=1)
+    running = runner.submit("t", {}, lambda progress, token: (release.wait(20), {})[1])
+    _until(lambda: runner.get(running.id).status == "running")
+    runner.submit("t", {}, lambda progress, token: {})
+    # no finished job yet: at least 10 s, never 0
+    assert runner.retry_after_s() >= 10
+    release.set()
+    runner.close()
+
+
+def test_running_job_stops_at_its_next_checkpoint(tmp_path: Path) -> None:
+    runner = JobRunner(tmp_path / "j.db")
+    steps: list[int] = []
+
+    def work(progress, token):  # noqa: ANN001, ANN202
+        for i in range(500):
+            progress(i / 500, f"step {i}")
+            steps.append(i)
+            time.sleep(0.01)
+        return {}
+
+    job = runner.submit("long", {}, work)
+    _until(lambda: len(steps) > 3)
+    assert runner.cancel(job.id).status == "running"  # asked; it stops at the next progress call
+    rec = runner.wait(job.id, 10)
+    assert rec.status == "cancelled" and rec.error == "cancelled on request" and len(steps) < 500
     runner.close()
 
 
 def test_restart_marks_unfinished_jobs_failed(tmp_path: Path) -> None:
     release = threading.Event()
     runner = JobRunner(tmp_path / "j.db")
-    running = runner.submit("slow", {}, lambda progress: (release.wait(10), {})[1])
-    queued = runner.submit("slow", {}, lambda progress: {})
+    running = runner.submit("slow", {}, lambda progress, token: (release.wait(10), {})[1])
+    queued = runner.submit("slow", {}, lambda progress, token: {})
     deadline = threading.Event()
     while runner.get(running.id).status != "running" and not deadline.wait(0.02):
         pass

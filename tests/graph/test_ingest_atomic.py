@@ -58,7 +58,7 @@ def _bad_value(r: dict[str, Any]) -> str:
 def _impossible(r: dict[str, Any]) -> str:
     r["code"]["coding"][0]["code"] = "29463-7"
     r["valueQuantity"].update(value=-70, unit="kg", code="kg")
-    return "valueQuantity.code"
+    return "valueQuantity.value"  # the value is impossible, not its unit
 
 
 @pytest.mark.parametrize("corrupt", [_bad_unit, _bad_date, _bad_value, _impossible])

@@ -1,4 +1,5 @@
-"""Every external record file ingests; node counts, re-ingest and cohorts agree with the raw files.
+"""Every external record file ingests (or is refused, when its records reference patients the data
+does not hold); node counts, re-ingest and cohorts agree with the raw files.
 
 The expected numbers are computed here straight from the raw JSON/CSV with the documented
 mapping rules (which resources become which nodes), independently of the parser code.
@@ -73,11 +74,79 @@ def is_genomic(r: dict[str, Any]) -> bool:
             or any("48018-6" in codes(c.get("code")) for c in r.get("component", [])))
 
 
+def becomes_node(r: dict[str, Any]) -> bool:
+    """Whether a resource is mapped to a node once it has a patient (the skip rules that come first)."""
+    t, status = r["resourceType"], r.get("status")
+    if t in ("Encounter", "ImagingStudy"):
+        return status != "entered-in-error"
+    if t == "Condition":
+        return not codes(r.get("verificationStatus")) & {"entered-in-error", "refuted"}
+    if t == "MedicationRequest":
+        return status not in ("entered-in-error", "cancelled")
+    if t in ("MedicationAdministration", "Procedure"):
+        return status not in ("entered-in-error", "not-done")
+    if t == "MedicationStatement":
+        return status not in ("entered-in-error", "not-taken")
+    if t == "DiagnosticReport":
+        return bool(r.get("media") or r.get("imagingStudy") or any(
+            str(f.get("contentType", "")).startswith("image/") for f in r.get("presentedForm", []))) \
+            and status != "entered-in-error"
+    if t == "Observation":
+        return status not in ("cancelled", "entered-in-error")
+    return t == "MolecularSequence"
+
+
+def stores_something(r: dict[str, Any]) -> bool:
+    """Whether a mapped resource with a patient gives a node (a panel without values gives none,
+    so its patient is never looked up)."""
+    if r["resourceType"] == "Observation":
+        return is_genomic(r) or has_any_value(r) or any(has_any_value(c) for c in r.get("component", []))
+    if r["resourceType"] == "MolecularSequence":
+        return bool(r.get("variant"))
+    return True
+
+
+def all_patients(root: Path) -> set[str]:
+    """Every patient id in the external data (FHIR Patient resources and CSV patients)."""
+    ids = {key_of(r).split("/", 1)[1] for path in fhir_files(root) for _, r in raw_entries(path)
+           if r["resourceType"] == "Patient"}
+    for export in csv_exports(root):
+        ids |= {row["Id"] for row in read_csv(export / "patients.csv")}
+    return ids
+
+
+def rejected_fhir_files(root: Path) -> dict[str, set[str]]:
+    """FHIR files that must be refused whole, with the resources that cause it: a record that
+    becomes a node but has no Patient subject (missing, contained) or one of a patient that
+    exists nowhere in the data (the HL7 examples reference patients they do not include)."""
+    patients = all_patients(root)
+    out: dict[str, set[str]] = {}
+    for path in fhir_files(root):
+        entries = raw_entries(path)
+        by_url = {u: r for u, r in entries if u}
+        for _, r in entries:
+            by_url.setdefault(key_of(r), r)
+        for url, r in entries:
+            t = r["resourceType"]
+            if t == "Patient" or not becomes_node(r):
+                continue
+            pid = patient_ref(r, by_url, "patient" if t == "MolecularSequence" else "subject")
+            if pid is None or (pid not in patients and stores_something(r)):
+                named = f"{t}/{url.removeprefix('urn:uuid:')}" if "id" not in r and url else key_of(r)
+                out.setdefault(path.name, set()).add(named)
+    return out
+
+
+def accepted_fhir_files(root: Path) -> list[Path]:
+    rejected = rejected_fhir_files(root)
+    return [p for p in fhir_files(root) if p.name not in rejected]
+
+
 def expected_fhir(root: Path) -> tuple[dict[str, set[str]], set[str]]:
-    """Expected node ids by type for all FHIR files, and the expected gene symbols."""
+    """Expected node ids by type for all FHIR files that are accepted, and the expected gene symbols."""
     out: dict[str, set[str]] = defaultdict(set)
     genes: set[str] = set()
-    for path in fhir_files(root):
+    for path in accepted_fhir_files(root):
         entries = raw_entries(path)
         by_url = {u: r for u, r in entries if u}
         for _, r in entries:
@@ -154,17 +223,29 @@ def csv_exports(root: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def ingested(external_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[SQLiteStore, Any]:
     store = SQLiteStore(tmp_path_factory.mktemp("external") / "all.db")
-    report = ingest_paths(store, [external_dir])
+    report = ingest_paths(store, [external_dir], keep_going=True)
     yield store, report
     store.close()
 
 
-def test_every_external_file_ingests_without_error(ingested: tuple[SQLiteStore, Any], external_dir: Path) -> None:
+def test_every_external_file_ingests_or_is_refused_naming_the_record(
+    ingested: tuple[SQLiteStore, Any], external_dir: Path
+) -> None:
+    """Every file is read; exactly the files holding a record without a (known) patient are
+    refused, each error naming that record and its patient field, and nothing of them is stored."""
     store, report = ingested
-    assert report.errors == []
     paths = {Path(f.path).resolve() for f in report.files}
     assert paths == {p.resolve() for p in fhir_files(external_dir)} | {p.resolve() for p in csv_exports(external_dir)}
-    assert report.totals["failed_files"] == 0
+    expected = rejected_fhir_files(external_dir)
+    assert expected  # the HL7 examples do reference patients they do not include
+    got = {Path(e["file"]).name: e for e in report.errors}
+    assert set(got) == set(expected)
+    for name, err in got.items():
+        assert err["resource"] in expected[name] and err["field"] in ("subject", "patient"), err
+    assert report.totals["failed_files"] == report.totals["rejected"] == len(expected)
+    refused = [r for name in expected for r in expected[name]]
+    assert store.get_nodes(refused) == []
+    assert report.totals["resources"] == report.totals["stored"] + report.totals["skipped"]
     json.dumps(report.to_dict())  # JSON-ready
 
 
@@ -208,16 +289,17 @@ def test_no_direct_identifiers_stored(ingested: tuple[SQLiteStore, Any]) -> None
 def test_reingest_adds_nothing(ingested: tuple[SQLiteStore, Any], external_dir: Path) -> None:
     store, _ = ingested
     before = store.counts()
-    again = ingest_paths(store, [external_dir])
+    again = ingest_paths(store, [external_dir], keep_going=True)
     assert again.totals["nodes_added"] == 0 and again.totals["edges_added"] == 0
-    assert all(f.stats is not None and f.stats.nodes_added == 0 for f in again.files)
+    assert all(f.stats is not None and f.stats.nodes_added == 0 for f in again.files if f.error is None)
+    assert len(again.errors) == len(rejected_fhir_files(external_dir))
     assert store.counts() == before
 
 
 # ------------------------------------------------------------------ cohorts vs raw files
 def raw_patients_with_condition(root: Path, code: str) -> set[str]:
     found = set()
-    for path in fhir_files(root):
+    for path in accepted_fhir_files(root):
         entries = raw_entries(path)
         by_url = {u: r for u, r in entries if u}
         for _, r in entries:
@@ -233,7 +315,7 @@ def raw_patients_with_condition(root: Path, code: str) -> set[str]:
 def raw_patients_with_glucose_above(root: Path, threshold_mg_dl: float) -> set[str]:
     factor = {"mg/dL": 1.0, "mmol/L": 18.016}
     found = set()
-    for path in fhir_files(root):
+    for path in accepted_fhir_files(root):
         entries = raw_entries(path)
         by_url = {u: r for u, r in entries if u}
         for _, r in entries:

@@ -69,17 +69,65 @@ def test_reference_kinds_resolve_and_patient_has_no_identifiers() -> None:
 def test_skips_are_counted_not_errors() -> None:
     pf = parse_fhir_resources([
         {"resourceType": "Claim", "id": "x"},
-        {"resourceType": "Observation", "id": "o1", "status": "final", "valueString": "x"},  # no subject
         {"resourceType": "Observation", "id": "o2", "status": "cancelled", "subject": {"reference": "Patient/p"}},
-        {"resourceType": "Observation", "id": "o3", "subject": {"reference": "Group/g"}, "valueBoolean": True},
-        {"resourceType": "Observation", "id": "o4", "subject": {"reference": "Patient/p"}, "hasMember": []},
+        {"resourceType": "Observation", "id": "o4", "subject": {"reference": "Patient/p"}, "hasMember": [],
+         "code": {"coding": [{"system": LOINC, "code": "85354-9"}]}},
         {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p"},
          "verificationStatus": {"coding": [{"code": "entered-in-error"}]}},
     ], source_name="r.json")
     assert pf.batch.nodes == []
-    assert dict(pf.skipped) == {"Claim": 1, "Observation(no patient)": 2, "Observation(cancelled)": 1,
-                                "Observation(no value)": 1, "Condition(entered-in-error)": 1}
-    assert pf.resources == {"Claim": 1, "Observation": 4, "Condition": 1}
+    assert dict(pf.skipped) == {"Claim": 1, "Observation(cancelled)": 1, "Observation(no value)": 1,
+                                "Condition(entered-in-error)": 1}
+    assert pf.resources == {"Claim": 1, "Observation": 2, "Condition": 1}
+    assert pf.stored == 0
+
+
+_OBS = {"resourceType": "Observation", "id": "o", "status": "final", "subject": {"reference": "Patient/p"},
+        "code": {"coding": [{"system": LOINC, "code": "2339-0"}]}, "valueString": "x"}
+
+
+@pytest.mark.parametrize(
+    ("resources", "resource", "field", "match"),
+    [
+        pytest.param([{**_OBS, "subject": None}], "Observation/o", "subject", "needs a subject", id="no-subject"),
+        pytest.param([{**_OBS, "subject": {"reference": "Group/g"}}], "Observation/o", "subject", "Group",
+                     id="group-subject"),
+        pytest.param([{**_OBS, "subject": {"reference": "#kid"},
+                       "contained": [{"resourceType": "Patient", "id": "kid"}]}], "Observation/o", "subject",
+                     "contained", id="contained-patient"),
+        pytest.param([{**_OBS, "subject": {"reference": "Patient?identifier=x|1"}}], "Observation/o", "subject",
+                     "does not identify", id="conditional-subject"),
+        pytest.param([{**_OBS, "code": {}}], "Observation/o", "code", "empty", id="empty-code"),
+        pytest.param([{k: v for k, v in _OBS.items() if k != "code"}], "Observation/o", "code", "needs a code",
+                     id="no-code"),
+        pytest.param([{**_OBS, "valueString": None, "component": [
+            {"code": {}, "valueQuantity": {"value": 1, "unit": "mg"}}]}], "Observation/o", "component[0].code",
+            "empty", id="empty-component-code"),
+        pytest.param([{"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p"}, "code": {}}],
+                     "Condition/c", "code", "empty", id="empty-condition-code"),
+        pytest.param([{"resourceType": "Condition", "id": "c", "code": {"text": "x"}}], "Condition/c", "subject",
+                     "needs a subject", id="condition-no-subject"),
+        pytest.param([{"resourceType": "MolecularSequence", "id": "m", "variant": [{"start": 1}]}],
+                     "MolecularSequence/m", "patient", "needs a patient", id="sequence-no-patient"),
+        pytest.param([{"resourceType": "Patient"}], "resource 1", "id", "needs an id", id="patient-no-id"),
+        pytest.param([{k: v for k, v in _OBS.items() if k != "id"}], "resource 1", "id", "needs an id",
+                     id="observation-no-id"),
+    ],
+)
+def test_incomplete_resources_are_rejected_naming_the_field(resources: list[dict[str, Any]], resource: str,
+                                                            field: str, match: str) -> None:
+    with pytest.raises(RecordError, match=match) as info:
+        parse_fhir_resources(resources, source_name="r.json")
+    assert (info.value.file, info.value.resource, info.value.field) == ("r.json", resource, field)
+
+
+def test_bundle_entries_without_resource() -> None:
+    with pytest.raises(RecordError, match="needs a resource") as info:
+        parse_bundle({"resourceType": "Bundle", "entry": [{"resource": PATIENT}, {"resource": None}]}, source_name="b")
+    assert (info.value.resource, info.value.field) == ("entry 2", "resource")
+    pf = parse_bundle({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": PATIENT}, {"request": {"method": "DELETE", "url": "Observation/x"}}]}, source_name="b")
+    assert pf.skipped == {"Bundle.entry(request only)": 1} and pf.stored == 1
 
 
 @pytest.mark.parametrize("btype", ["transaction", "collection", "searchset", "batch", "document", None])
@@ -144,12 +192,17 @@ def test_genomic_observation_becomes_variant_in_gene() -> None:
     assert {("Patient/p", "CARRIES", "Observation/g1"), ("Observation/g1", "IN_GENE", "Gene/BRCA1")} <= edges(pf)
 
 
-def test_resource_without_id_gets_a_stable_hash_id() -> None:
+def test_resource_without_id_takes_its_full_url_never_an_invented_one() -> None:
     res = {"resourceType": "Condition", "subject": {"reference": "Patient/p"},
            "code": {"coding": [{"system": SCT, "code": "1"}]}}
-    a = parse_fhir_resources([res], source_name="a").batch.nodes
-    b = parse_fhir_resources([dict(res)], source_name="b").batch.nodes
-    assert [n.id for n in a] == [n.id for n in b] and a[0].id.startswith("Condition/h")
+    uuid = "urn:uuid:0b6c1a5e-3c1f-4f5e-9d0e-1f2a3b4c5d6e"
+    a = parse_bundle(bundle((uuid, res)), source_name="a").batch.nodes
+    b = parse_bundle(bundle(("http://ehr.example/fhir/Condition/c9", res)), source_name="b").batch.nodes
+    assert [n.id for n in a if n.type is NodeType.CONDITION] == ["Condition/0b6c1a5e-3c1f-4f5e-9d0e-1f2a3b4c5d6e"]
+    assert [n.id for n in b if n.type is NodeType.CONDITION] == ["Condition/c9"]
+    with pytest.raises(RecordError, match="needs an id") as info:
+        parse_bundle(bundle(("http://ehr.example/fhir/Observation/c9", res)), source_name="c")
+    assert (info.value.resource, info.value.field) == ("entry 1", "id")
 
 
 # ------------------------------------------------------------------ NDJSON
@@ -206,7 +259,8 @@ def test_vcf_samples_genes_zygosity(tmp_path: Path) -> None:
     assert n["Variant/pB/7-55191822-T-G"].props["gene"] == "EGFR"
     assert n["Variant/pB/7-55191822-T-G"].props["zygosity"] == "homozygous"
     assert "Variant/pB/13-32338000-A-C" not in n  # no call
-    assert pf.skipped == {"VCF record(hom-ref)": 1, "VCF record(no call or hom-ref)": 1}
+    assert pf.skipped == {"VCF call(hom-ref)": 1, "VCF call(no call or hom-ref)": 1}
+    assert pf.resources == {"VCF call": 6} and pf.stored == 4  # 3 records x 2 samples
     assert ("Variant/pA/17-43045712-C-T", Rel.IN_GENE.value, "Gene/BRCA1") in edges(pf)
     one = parse_file(path, patient_id="pB")
     assert {x.patient_id for x in one.batch.nodes if x.type is NodeType.VARIANT} == {"pB"}

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from core.errors import QueryError, SchemaError, StoreError
+from core.errors import ConflictError, QueryError, RecordError, SchemaError, StoreError
 from graph.export import to_hetero_data, to_networkx, to_node_link
 from graph.predicates import All, AnyOf, CarriesVariant, HasCondition, LabValue, Not, OnMedication
 from graph.query import neighbourhood, patient_graph, timeline
@@ -163,6 +163,99 @@ def test_edge_between_two_missing_nodes_and_batch_internal_order(store: GraphSto
                                           Node("Patient/q", NodeType.PATIENT, patient_id="q")]))
     assert (stats.edges_added, stats.edges_pending) == (1, 0)
     assert store.counts().edges == {"HAS_LAB": 1}
+
+
+# ---------------------------------------------------------------------- ownership: one patient per record
+def _lab(pid: str, nid: str = "Observation/shared", value: float = 1.0) -> GraphBatch:
+    return GraphBatch(nodes=[Node(nid, NodeType.LAB, patient_id=pid, time=t(2020), code=GLUCOSE, value=value)],
+                      edges=[Edge(f"Patient/{pid}", Rel.HAS_LAB, nid, pid)])
+
+
+def _patients(*pids: str) -> GraphBatch:
+    return GraphBatch(nodes=[Node(f"Patient/{p}", NodeType.PATIENT, patient_id=p) for p in pids])
+
+
+@pytest.mark.parametrize(
+    ("attack", "resource"),
+    [
+        pytest.param(lambda: _lab("b", value=9.0), "Observation/shared", id="take-over-a-node"),
+        pytest.param(lambda: GraphBatch(nodes=[*_patients("c").nodes, *_lab("c").nodes]), "Observation/shared",
+                     id="take-over-with-a-new-patient"),
+        pytest.param(lambda: GraphBatch(nodes=[Node("Observation/shared", NodeType.LAB, time=t(2020))]),
+                     "Observation/shared", id="turn-into-a-shared-node"),
+        pytest.param(lambda: GraphBatch(nodes=[Node("Encounter/b-e", NodeType.ENCOUNTER, patient_id="b")],
+                                        edges=[Edge("Patient/b", Rel.HAS_ENCOUNTER, "Encounter/b-e", "b"),
+                                               Edge("Observation/shared", Rel.RECORDED_IN, "Encounter/b-e", "b")]),
+                     "Encounter/b-e", id="edge-from-another-patients-node"),
+        pytest.param(lambda: GraphBatch(nodes=[Node("Encounter/b-e", NodeType.ENCOUNTER, patient_id="b")],
+                                        edges=[Edge("Observation/b1", Rel.RECORDED_IN, "Encounter/a-e", "b")]),
+                     "Observation/b1", id="edge-to-another-patients-node"),
+        pytest.param(lambda: GraphBatch(edges=[Edge("Patient/b", Rel.HAS_LAB, "Observation/shared", "b")]),
+                     "Patient/b", id="has-edge-to-another-patients-node"),
+        pytest.param(lambda: GraphBatch(nodes=[Node("Observation/z", NodeType.LAB, patient_id="a"),
+                                               Node("Observation/z", NodeType.LAB, patient_id="b")]),
+                     "Observation/z", id="one-id-two-patients-in-one-batch"),
+    ],
+)
+def test_a_write_that_touches_another_patients_records_is_refused_whole(
+    store: GraphStore, attack: Callable[[], GraphBatch], resource: str
+) -> None:
+    store.write(_patients("a", "b"))
+    store.write(GraphBatch(nodes=[*_lab("a").nodes, Node("Encounter/a-e", NodeType.ENCOUNTER, patient_id="a"),
+                                  Node("Observation/b1", NodeType.LAB, patient_id="b")],
+                           edges=_lab("a").edges))
+    before = _state(store)
+    with pytest.raises(ConflictError) as info:
+        store.write(attack())
+    assert info.value.resource == resource
+    assert "another patient" in str(info.value) or "two different patients" in str(info.value)
+    assert _state(store) == before
+    assert [n.patient_id for n in store.get_nodes(["Observation/shared"])] == ["a"]
+
+
+def test_a_pending_reference_that_would_cross_patients_is_refused_on_promotion(store: GraphStore) -> None:
+    store.write(_patients("a", "b"))
+    store.write(GraphBatch(nodes=[Node("MedicationRequest/b-m", NodeType.MEDICATION, patient_id="b")],
+                           edges=[Edge("MedicationRequest/b-m", Rel.TREATS, "Condition/later", "b")]))
+    before = _state(store)
+    with pytest.raises(ConflictError, match="another patient") as info:
+        store.write(GraphBatch(nodes=[Node("Condition/later", NodeType.CONDITION, patient_id="a")]))
+    assert info.value.resource == "MedicationRequest/b-m"
+    assert _state(store) == before
+    store.write(GraphBatch(nodes=[Node("Condition/later", NodeType.CONDITION, patient_id="b")]))  # its own: promoted
+    assert store.counts().pending_edges == 0 and store.counts().edges == {"TREATS": 1}
+
+
+def test_the_same_patient_may_resend_and_change_its_records(store: GraphStore) -> None:
+    store.write(_patients("a"))
+    assert store.write(_lab("a")).nodes_added == 1
+    stats = store.write(_lab("a"))
+    assert (stats.nodes_added, stats.nodes_updated, stats.edges_added) == (0, 0, 0)
+    assert store.write(_lab("a", value=5.0)).nodes_updated == 1
+    assert [n.value for n in store.get_nodes(["Observation/shared"])] == [5.0]
+
+
+def test_a_record_of_a_patient_that_does_not_exist_is_refused(store: GraphStore) -> None:
+    store.write(_patients("a"))
+    before = _state(store)
+    with pytest.raises(RecordError, match="'ghost' does not exist") as info:
+        store.write(GraphBatch(nodes=[Node("Observation/g", NodeType.LAB, patient_id="a"),
+                                      Node("Observation/h", NodeType.LAB, patient_id="ghost")],
+                               edges=[Edge("Patient/ghost", Rel.HAS_LAB, "Observation/h", "ghost")]))
+    assert not isinstance(info.value, ConflictError)
+    assert (info.value.resource, info.value.field) == ("Observation/h", "patient_id")
+    assert _state(store) == before  # no node, and no edge left pending for a patient that never comes
+    # in the same batch as its patient, or once the patient is stored, the record is accepted
+    stats = store.write(GraphBatch(nodes=[*_patients("ghost").nodes, Node("Observation/h", NodeType.LAB,
+                                                                          patient_id="ghost")],
+                                   edges=[Edge("Patient/ghost", Rel.HAS_LAB, "Observation/h", "ghost")]))
+    assert (stats.nodes_added, stats.edges_added, stats.edges_pending) == (2, 1, 0)
+
+
+def test_a_patient_node_must_carry_its_own_id(store: GraphStore) -> None:
+    with pytest.raises(SchemaError, match="Patient/<patient_id>"):
+        store.write(GraphBatch(nodes=[Node("Patient/x", NodeType.PATIENT, patient_id="y")]))
+    assert store.counts() == StoreCounts()
 
 
 # ---------------------------------------------------------------------- reads
@@ -334,10 +427,11 @@ def test_pending_edges_wait_for_every_endpoint_and_the_batch_copy_wins(store: Gr
 
 
 def test_retyping_a_node_moves_it_between_types(store: GraphStore) -> None:
-    store.write(GraphBatch(nodes=[Node("Observation/x", NodeType.LAB, patient_id="p", code="c")]))
+    store.write(GraphBatch(nodes=[Node("Patient/p", NodeType.PATIENT, patient_id="p"),
+                                  Node("Observation/x", NodeType.LAB, patient_id="p", code="c")]))
     stats = store.write(GraphBatch(nodes=[Node("Observation/x", NodeType.VARIANT, patient_id="p", code="c")]))
     assert (stats.nodes_added, stats.nodes_updated) == (0, 1)
-    assert store.counts().nodes == {"Variant": 1}
+    assert store.counts().nodes == {"Patient": 1, "Variant": 1}
     assert store.find_nodes(NodeQuery(types=(NodeType.LAB,))) == []
     assert [n.type for n in store.find_nodes(NodeQuery(types=(NodeType.VARIANT,)))] == [NodeType.VARIANT]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -119,3 +121,68 @@ def test_prepare_builds_one_dose_tensor_for_all_pairs(toy_twins) -> None:
     spec = toy_twins[0].model.spec
     j = spec.vocab.drug("D1")
     np.testing.assert_allclose(run.doses[:, 2, :, j].numpy(), 2000 / spec.norms.dose_scale["D1"])
+
+
+def _with_members(tw, k: int):  # noqa: ANN001, ANN202
+    """The twin with a ``k``-member ensemble built from its own members (cycled)."""
+    import dataclasses
+
+    from twin.model.checkpoint import TwinEnsemble
+
+    ens = tw.model
+    members = [ens.members[i % len(ens.members)] for i in range(k)]
+    return dataclasses.replace(tw, model=TwinEnsemble(members, ens.spec, ens.image_encoder, ens.model_config))
+
+
+@pytest.mark.parametrize("n_samples", [1, 2])
+def test_fewer_samples_than_members(treated_twin, n_samples: int) -> None:
+    """Members beyond the sample count solve nothing (this used to raise from torch.arange)."""
+    three = _with_members(treated_twin, 3)
+    res = simulate(three, [CONT, NONE], 90, n_samples=n_samples, seed=2, catalog=CAT)
+    assert res.lab_samples.shape[0] == n_samples
+    # sample s comes from member s mod M: the first two samples use the same members as with 2
+    two = simulate(treated_twin, [CONT, NONE], 90, n_samples=n_samples, seed=2, catalog=CAT)
+    np.testing.assert_allclose(res.lab_samples, two.lab_samples, rtol=1e-6, atol=1e-6)
+
+
+def test_chunked_solves_give_the_same_numbers_and_checkpoints(toy_twins, monkeypatch) -> None:
+    sim = importlib.import_module("scenarios.simulate")  # the package exports a function of that name
+
+    whole = simulate(toy_twins[:2], [CONT, HIGH, NONE], 200, n_samples=6, seed=4, catalog=CAT)
+    monkeypatch.setattr(sim, "CHUNK_STATE_ELEMENTS", 1)  # one sample per solve
+    seen: list[float] = []
+    chunked = simulate(toy_twins[:2], [CONT, HIGH, NONE], 200, n_samples=6, seed=4, catalog=CAT,
+                       on_progress=lambda f, m: seen.append(f))
+    np.testing.assert_allclose(chunked.lab_samples, whole.lab_samples, rtol=1e-5, atol=1e-5)
+    assert len(seen) == 6 + 1 and seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_a_raising_progress_callback_stops_the_run(toy_twins, monkeypatch) -> None:
+    sim = importlib.import_module("scenarios.simulate")  # the package exports a function of that name
+
+    class Stop(Exception):
+        pass
+
+    calls: list[float] = []
+
+    def stop_at_third(frac: float, message: str) -> None:
+        calls.append(frac)
+        if len(calls) == 3:
+            raise Stop
+
+    monkeypatch.setattr(sim, "CHUNK_STATE_ELEMENTS", 1)
+    with pytest.raises(Stop):
+        simulate(toy_twins[:1], [CONT], 60, n_samples=8, seed=0, catalog=CAT, on_progress=stop_at_third)
+    assert len(calls) == 3
+
+
+def test_forecast_reports_progress_and_can_be_stopped(treated_twin) -> None:
+    seen: list[tuple[float, str]] = []
+    treated_twin.forecast(horizon_days=60, n_samples=2, on_progress=lambda f, m: seen.append((f, m)))
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen) and any("member" in m for _, m in seen)
+
+    def stop(frac: float, message: str) -> None:
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        treated_twin.forecast(horizon_days=60, n_samples=2, on_progress=stop)
