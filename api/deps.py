@@ -33,6 +33,7 @@ __all__ = [
     "SettingsDep",
     "StoreDep",
     "audited",
+    "reject_unknown_query",
     "require_scope",
 ]
 
@@ -141,3 +142,21 @@ def _existing_patient(patient_id: str, store: StoreDep) -> str:
 
 #: The path's ``patient_id`` after checking the store has records for it (404 otherwise).
 ExistingPatient = Annotated[str, Depends(_existing_patient)]
+
+
+def reject_unknown_query(request: Request) -> None:
+    """422 for query parameters the route does not declare (a typo must not be silently ignored)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    known: set[str] = set()
+    todo = [dependant]
+    while todo:  # the route's own parameters and those of its dependencies
+        d = todo.pop()
+        known.update(p.alias for p in d.query_params)
+        todo.extend(d.dependencies)
+    unknown = sorted(set(request.query_params.keys()) - known)
+    if unknown:
+        raise ProblemError(422, f"unknown query parameter(s) {unknown}; this operation accepts "
+                                f"{sorted(known) or 'none'}", kind="validation")

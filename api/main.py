@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.audit import AuditLog, AuditMiddleware
-from api.deps import Services
+from api.deps import Services, reject_unknown_query
 from api.errors import install_error_handlers
 from api.jobs import JobRunner
 from api.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "every error is an RFC 9457 problem document."
         ),
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.services = services
     install_error_handlers(app)
