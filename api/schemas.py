@@ -326,6 +326,22 @@ MODEL_NAME = MODEL_NAME_PATTERN
 _TRAIN = TrainConfig()  # the one set of training defaults (the CLI reads the same)
 
 
+class SpecRequestIn(_Strict):
+    """What to set of the cohort specification (:class:`twin.spec.SpecRequest`); ``null`` = derive."""
+
+    targets: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None, max_length=64, description="Observation codes or display names to forecast.")
+    transforms: dict[str, Literal["identity", "log1p", "positive"]] = Field(
+        default_factory=dict, max_length=64, description="Transform per target code or name.")
+    treatments: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None, max_length=64, description="Medication or procedure codes or display names used as treatment inputs.")
+    events: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None, max_length=32, description="death, hospitalisation or condition:<code>.")
+    step_days: float | None = Field(None, gt=0, le=31, allow_inf_nan=False, strict=True)
+    time_unit_days: float | None = Field(None, gt=0, le=3650, allow_inf_nan=False, strict=True)
+    horizon_days: float | None = Field(None, ge=1, le=3650, allow_inf_nan=False, strict=True)
+
+
 class TrainRequest(_Strict):
     """Train a model on every patient in the store (a background job; see ``GET /v1/jobs/{id}``)."""
 
@@ -335,22 +351,24 @@ class TrainRequest(_Strict):
     members: int = Field(_TRAIN.members, ge=1, le=10, description="Ensemble size (epistemic uncertainty).", strict=True)
     batch_size: int = Field(_TRAIN.batch_size, ge=1, le=1024, strict=True)
     origins_per_patient: int = Field(_TRAIN.origins_per_patient, ge=1, le=64, strict=True)
-    horizon_days: int = Field(_TRAIN.horizon_days, ge=7, le=3650, strict=True)
     patience: int = Field(_TRAIN.patience, ge=1, le=100, strict=True)
     seed: int = Field(_TRAIN.seed, ge=0, le=2**31 - 1, strict=True)
+    spec: SpecRequestIn = Field(default_factory=lambda: SpecRequestIn(),
+                                description="Parts of the cohort specification to set; the rest is derived from "
+                                            "the records.")
 
 
 class ModelOut(BaseModel):
-    """A trained model: its name, when and on what it was trained, and its training report."""
+    """A trained model: its name, when and on what it was trained, its cohort specification and
+    its training report."""
 
     name: str
     updated: datetime
     size_bytes: int
     trained_at: str | None = Field(None, description="When training finished (ISO 8601, UTC).")
     cohort: dict[str, Any] = Field(default_factory=dict, description="Training cohort: store and number of patients.")
-    target_labs: list[str] = Field(default_factory=list)
-    drugs: list[str] = Field(default_factory=list)
-    event_kinds: list[str] = Field(default_factory=list)
+    spec: dict[str, Any] = Field(default_factory=dict, description="Cohort specification: targets (code, name, unit, "
+                                 "transform), treatments (code, name, kind, dose unit), events and time scales.")
     report: dict[str, Any] | None = Field(None, description="The training report written next to the checkpoint.")
 
 
@@ -410,7 +428,9 @@ class ThresholdIn(_Strict):
 class ScenarioRequest(_TwinRequest):
     """Simulate the patient's twin under several plans in one batched solve; optionally rank them."""
 
-    plans: list[TreatmentPlan] = Field(min_length=1, max_length=32)
+    plans: list[TreatmentPlan] = Field(min_length=1, max_length=32, description=(
+        "Plans naming treatments of the model (its specification's treatments, see GET /v1/models) by code or "
+        "by name; doses in any unit of the treatment's kind; continuous, `every` or `at` schedules."))
     horizon_days: float = Field(365, ge=1, le=3650, allow_inf_nan=False, strict=True)
     reference: str | None = Field(None, description="Plan differences are taken against (default: the first).")
     objective: str | None = Field(
@@ -439,7 +459,8 @@ class ScenarioOut(BaseModel):
     quantiles: list[float]
     labs: dict[str, dict[str, str]] = Field(description="Lab code -> name and unit.")
     events: list[str]
-    flags: list[dict[str, Any]] = Field(description="Plans outside what the model saw (unknown drug, extreme dose).")
+    flags: list[dict[str, Any]] = Field(description="Plans outside what the model saw: a dose far outside the "
+                                        "training range, in the treatment's own unit.")
     results: list[dict[str, Any]] = Field(description="Per plan: labs at each day with intervals and differences "
                                                        "to the reference, event risks, threshold times, flags.")
     ranking: dict[str, Any] | None = Field(None, description="Plans ordered by the objective, with P(top is best).")

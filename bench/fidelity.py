@@ -388,7 +388,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if tr_ex:
         gru = train_gru([seq_example(records[e.patient_id], e, vocab, norms) for e in tr_ex],
                         [seq_example(records[e.patient_id], e, vocab, norms) for e in va_ex],
-                        vocab.n_targets, vocab.n_drugs, horizon_days=365, epochs=args.epochs, seed=args.seed)
+                        vocab.n_targets, vocab.n_treatments, horizon_days=365, epochs=args.epochs, seed=args.seed)
     gru_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = evaluate(ens, test_ex, records, truths, gru, args.samples, args.seed)
@@ -402,7 +402,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     res.update({
         "mode": "external" if args.external else "synthetic", "cohort": cohort_info,
         "n_patients": len(ids), "n_train_patients": len(rest), "n_test_patients": len(test_ids),
-        "target_labs": codes, "drugs": vocab.drugs, "event_kinds": vocab.event_kinds,
+        "target_labs": codes, "drugs": vocab.treatments, "event_kinds": vocab.event_kinds,
         "train": {k: v for k, v in rep.to_dict().items() if k != "members"},
         "train_members": [{k: v for k, v in m.items() if k != "history"} for m in rep.members],
         "seconds": {"ingest": ingest_s, "train_twin": train_s, "train_gru": gru_s, "evaluate": eval_s,

@@ -112,8 +112,8 @@ def main() -> int:
         train_s = time.perf_counter() - t0
         model = registry.load("bench")
         v = model.spec.vocab
-        print(f"model: {len(model.members)} members, {v.n_targets} labs, {v.n_drugs} drugs, "
-              f"{len(v.event_kinds)} event kinds, solver step {model.model_config.step_days:g} d "
+        print(f"model: {len(model.members)} members, {v.n_targets} labs, {v.n_treatments} drugs, "
+              f"{len(v.event_kinds)} event kinds, solver step {model.cohort.scales.step_days:g} d "
               f"(cohort + training {train_s:.0f} s)")
 
         settings = Settings(store=store_url, model_path=root / "models", keys_db=root / "keys.db",

@@ -78,7 +78,7 @@ def oracle_plan(rp: ResolvedPlan) -> Any:
     acts = []
     for a in rp.actions:
         if a.kind == "give":
-            acts.append(OAction(a.code, a.mg_per_day, int(round(a.start)), None if a.stop is None else int(round(a.stop))))
+            acts.append(OAction(a.code, a.daily, int(round(a.start)), None if a.stop is None else int(round(a.stop))))
         else:
             acts.append(OAction(a.code, 0.0, int(round(a.start)), None))
     return OPlan(tuple(acts), continue_factual=rp.baseline == "current", name=rp.name)
@@ -211,7 +211,7 @@ def run_confounding(c: float, args: argparse.Namespace, root: Path) -> dict[str,
         "labs": {lab: res.lab_names.get(lab, lab) for lab in labs},
         "seconds": {"data": round(t_data, 1), "train": round(t_train, 1), "simulate": round(t_sim, 2)},
         "train": {"members": args.members, "epochs": args.epochs, "seconds_per_epoch": rep.seconds_per_epoch,
-                  "model_drugs": list(ens.spec.vocab.drugs)},
+                  "model_drugs": list(ens.spec.vocab.treatments)},
         "flags": [f.to_dict() for f in res.flags],
         "twin": accuracy(point(res), true, res, labs, names),
         "treatment_blind": accuracy(blind_pred, true, res, labs, names),
@@ -238,11 +238,11 @@ def run_baseline(store: SQLiteStore, train_ids: list[str], twins: list[Any], pla
     records = {p: load_records(store, p) for p in train_ids}
     tr_ids, va_ids = split_patients(train_ids, 0.15, args.seed)
     k_change = TrainConfig().change_origins_per_patient  # the twin's training origins
-    tr_ex = build_examples([records[p] for p in tr_ids], spec, args.origins, HORIZON, args.seed, k_change=k_change)
-    va_ex = build_examples([records[p] for p in va_ids], spec, args.origins, HORIZON, args.seed + 1, k_change=k_change)
+    tr_ex = build_examples([records[p] for p in tr_ids], spec, args.origins, args.seed, k_change=k_change)
+    va_ex = build_examples([records[p] for p in va_ids], spec, args.origins, args.seed + 1, k_change=k_change)
     gru = train_gru([seq_example(records[e.patient_id], e, vocab, norms) for e in tr_ex],
                     [seq_example(records[e.patient_id], e, vocab, norms) for e in va_ex],
-                    vocab.n_targets, vocab.n_drugs, horizon_days=HORIZON, epochs=args.epochs, seed=args.seed)
+                    vocab.n_targets, vocab.n_treatments, horizon_days=HORIZON, epochs=args.epochs, seed=args.seed)
     run = prepare(twins, plans, HORIZON)
     seqs = []
     for tw in twins:
@@ -365,7 +365,7 @@ def print_table(doc: dict[str, Any]) -> None:
                 print(f"{name[:28]:28s} {key:18s} " + " ".join(_fmt(m["rmse"][lab][str(d)]) + "  " for d in DAYS)
                       + " " + " ".join(_fmt(m["pehe"][lab][str(d)]) + "  " for d in DAYS))
         for f in acc["flags"]:
-            print(f"flag: {f['plan']}: {f['kind']} {f['drug']}")
+            print(f"flag: {f['plan']}: {f['kind']} {f['treatment']}")
         if not acc["sequence_baseline"].get("available", True):
             print(f"sequence baseline: not run ({acc['sequence_baseline']['reason']})")
         print(f"{'ranking: minimise lab at 180d':34s} {'top1':>6s} {'tau':>6s} {'P(top)':>7s} {'rnd top1':>9s} {'rnd tau':>8s}")

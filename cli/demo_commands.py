@@ -42,7 +42,7 @@ def run_demo(out: Path, *, patients: int = 300, seed: int = 0, epochs: int = 15,
              device: str = "cpu", quiet: bool = False) -> dict[str, Any]:
     """Run the demo into ``out`` and return its summary (also written to ``out/summary.json``)."""
     from graph import ingest_paths, open_store
-    from scenarios import load_regimens
+    from scenarios import find_regimen, load_regimens
     from service import ModelRegistry, forecast_patient, set_torch_threads, simulate_patient, train_config, train_model
     from synthetic import SynthConfig, generate_cohort
 
@@ -83,8 +83,10 @@ def run_demo(out: Path, *, patients: int = 300, seed: int = 0, epochs: int = 15,
         seconds["forecast"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _say(quiet, "[5/5] simulating and ranking three diabetes regimens in one batched solve")
-        scen = simulate_patient(store, registry, pid, load_regimens("diabetes")[:3], horizon=365, objective=OBJECTIVE,
+        _say(quiet, "[5/5] simulating and ranking metformin, no treatment and current therapy in one batched solve")
+        # plans name only treatments the model knows: metformin is a treatment input of any demo-sized cohort
+        plans = [find_regimen("diabetes first-line metformin"), *load_regimens("general")]
+        scen = simulate_patient(store, registry, pid, plans, horizon=365, objective=OBJECTIVE,
                                 samples=256, seed=seed, plot=out / "scenarios.png")
         result, ranking = scen.result, scen.ranking
         assert ranking is not None  # an objective was given
@@ -148,7 +150,7 @@ def _report(s: dict[str, Any]) -> str:
         for a in s["explanation"]:
             lines.append(f"| {a['node_id']} | {a['node_type']} | {a.get('code') or ''} | {a.get('time') or ''} | {a['score']:.3g} |")
     r = s["ranking"]
-    lines += ["", "## What-if: three diabetes regimens", "", "![scenarios](scenarios.png)", "",
+    lines += ["", "## What-if: metformin, no treatment, current therapy", "", "![scenarios](scenarios.png)", "",
               f"Objective: *{r['objective']}*. Probability that the top plan is truly best under the twin's "
               f"uncertainty: {r['p_top_is_best']:.0%}.", "", "| rank | plan | p(best) |", "| ---: | --- | ---: |"]
     for i, e in enumerate(r["plans"], 1):

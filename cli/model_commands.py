@@ -21,7 +21,7 @@ from cli.common import (
 )
 from core import TwinError
 from service import DEFAULT_MODEL, DEFAULT_TORCH_THREADS
-from twin import TrainConfig
+from twin import TRANSFORMS, CohortSpec, SpecRequest, TrainConfig
 
 __all__ = ["register"]
 
@@ -38,7 +38,20 @@ def train_cmd(
     members: Annotated[int, typer.Option(help="Ensemble members (epistemic uncertainty).")] = _DEFAULTS.members,
     batch_size: Annotated[int, typer.Option(help="Examples (patient x origin) per mini-batch.")] = _DEFAULTS.batch_size,
     origins: Annotated[int, typer.Option(help="Random forecast origins per patient.")] = _DEFAULTS.origins_per_patient,
-    horizon_days: Annotated[int, typer.Option(help="Training horizon in days.")] = _DEFAULTS.horizon_days,
+    target: Annotated[list[str] | None, typer.Option(
+        "--target", help="Forecast target: an observation code or display name, optionally with a transform "
+        "(CODE:log1p, CODE:positive, CODE:identity). Repeat for several; default: derived from the records.")] = None,
+    treatment: Annotated[list[str] | None, typer.Option(
+        "--treatment", help="Treatment input: a medication or procedure code or display name. Repeat for several; "
+        "default: the drugs given to most patients and the procedures recorded with a dose.")] = None,
+    event: Annotated[list[str] | None, typer.Option(
+        "--event", help="Event kind: death, hospitalisation or condition:<code>. Repeat; default: derived.")] = None,
+    step_days: Annotated[float | None, typer.Option(help="ODE solver step in days (default: from the cohort's "
+                                                       "observation cadence).")] = None,
+    time_unit_days: Annotated[float | None, typer.Option(help="The model's time unit in days (default: from the "
+                                                            "step).")] = None,
+    horizon_days: Annotated[float | None, typer.Option(help="Training horizon in days (default: from the cohort's "
+                                                          "observation cadence).")] = None,
     patience: Annotated[int, typer.Option(help="Epochs without improvement before stopping.")] = _DEFAULTS.patience,
     seed: Annotated[int, typer.Option(help="Seed of the split, origins and initialisation.")] = _DEFAULTS.seed,
     device: DeviceOpt = "cpu",
@@ -52,8 +65,8 @@ def train_cmd(
     try:
         set_torch_threads(threads)
         cfg = train_config(epochs=epochs, members=members, batch_size=batch_size, origins_per_patient=origins,
-                           horizon_days=horizon_days, patience=patience, seed=seed, device=device,
-                           progress=not as_json)
+                           patience=patience, seed=seed, device=device, progress=not as_json,
+                           spec=spec_request(target, treatment, event, step_days, time_unit_days, horizon_days))
         reg = registry(models)
         with open_store(store) as st:
             report = train_model(st, reg, name, cfg)
@@ -65,8 +78,27 @@ def train_cmd(
     typer.echo(f"trained model {name!r} into {reg.path_for(name)} ({report['n_train_patients']} train / "
                f"{report['n_val_patients']} val patients, {report['n_train_examples']} examples, "
                f"{report['seconds']:.0f}s, {report['seconds_per_epoch']:.2f}s/epoch)")
-    typer.echo(f"targets: {', '.join(report['target_labs'])}; drugs: {', '.join(report['drugs']) or 'none'}; "
-               f"events: {', '.join(report['event_kinds']) or 'none'}")
+    typer.echo(CohortSpec.from_dict(report["cohort_spec"]).describe())
+
+
+def spec_request(targets: list[str] | None, treatments: list[str] | None, events: list[str] | None,
+                 step_days: float | None, time_unit_days: float | None, horizon_days: float | None) -> SpecRequest:
+    """The ``--target CODE[:transform]``, ``--treatment``, ``--event`` and time options as a request."""
+    codes: list[str] | None = None
+    transforms: dict[str, str] = {}
+    if targets:
+        codes = []
+        for item in targets:
+            code, sep, transform = item.rpartition(":")
+            if sep and transform in TRANSFORMS:
+                transforms[code] = transform
+                codes.append(code)
+            else:
+                codes.append(item)
+    return SpecRequest(targets=tuple(codes) if codes is not None else None, transforms=transforms,
+                       treatments=tuple(treatments) if treatments else None, events=tuple(event for event in events)
+                       if events else None, step_days=step_days, time_unit_days=time_unit_days,
+                       horizon_days=horizon_days)
 
 
 def models_cmd(models: ModelsOpt = None, as_json: JsonOpt = False) -> None:
@@ -84,7 +116,8 @@ def models_cmd(models: ModelsOpt = None, as_json: JsonOpt = False) -> None:
     for m in found:
         cohort = m["cohort"]
         typer.echo(f"{m['name']:16} trained {m['trained_at'] or m['updated']} on {cohort.get('patients', '?')} "
-                   f"patients ({cohort.get('store', '?')}); targets {', '.join(m['target_labs'])}")
+                   f"patients ({cohort.get('store', '?')}); targets "
+                   f"{', '.join(t.get('name') or t['code'] for t in m['spec'].get('targets', []))}")
 
 
 def forecast_cmd(

@@ -40,6 +40,7 @@ from graph.schema import EDGE_TYPES, Edge, GraphBatch, Node, NodeType, Rel
 from graph.store import DEFAULT_STORE_URL, GraphStore, NodeQuery, StoreCounts, WriteStats, open_store, resolve_store_url
 from graph.store.transfer import CopyReport, copy_store
 from graph.timeutil import days_between, parse_fhir_time
+from graph.units import convert_dose, dose_quantity
 
 __all__ = [
     "CarriesVariant",
@@ -66,9 +67,11 @@ __all__ = [
     "Subgraph",
     "WriteStats",
     "cohort",
+    "convert_dose",
     "copy_store",
     "days_between",
     "deidentify",
+    "dose_quantity",
     "find_nodes",
     "in_namespace",
     "ingest_paths",

@@ -124,6 +124,8 @@ class Prop:
     GENE = "gene"  # Variant: HGNC gene symbol
     FILE = "file"  # Image: the pixel file as referenced by the record
     FILE_PATH = "file_path"  # Image: that reference resolved to an absolute path at ingest
+    DOSING = "dosing"  # Medication/Procedure: "pulse" (one administration at time) or "period" (daily over [time, end))
+    DOSE_RECORDED = "dose_recorded"  # Medication/Procedure: the dose as written, {"value", "unit", "per_day"}
 
 
 def has_edge_for(node_type: NodeType) -> Rel:

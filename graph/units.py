@@ -13,6 +13,9 @@ one code are comparable across records, files and sources (cohort predicates suc
   are unity as in UCUM), plus affine temperatures (Cel, [degF], K).
 * :func:`to_canonical` applies all of it for a LOINC code; codes outside the table keep
   their (normalised) unit and value.
+* :func:`dose_quantity` puts a treatment dose into the canonical unit of its kind (mg, mg/m2,
+  mg/kg, Gy, [iU], U, mmol, meq, mL or a count ``1``) and :func:`convert_dose` converts between
+  dose units of one kind; both refuse what they cannot classify.
 
 Failures raise :class:`~core.errors.RecordError` without location; parsers add file,
 resource and field.
@@ -27,7 +30,17 @@ from functools import lru_cache
 
 from core.errors import RecordError
 
-__all__ = ["CANONICAL", "LabUnit", "canonical_unit", "convert", "lab_codes_named", "normalize_unit", "to_canonical"]
+__all__ = [
+    "CANONICAL",
+    "LabUnit",
+    "canonical_unit",
+    "convert",
+    "convert_dose",
+    "dose_quantity",
+    "lab_codes_named",
+    "normalize_unit",
+    "to_canonical",
+]
 
 
 @dataclass(frozen=True)
@@ -195,6 +208,7 @@ _BASE: dict[str, tuple[float, tuple[int, ...]]] = {
     "eq": (1.0, _dim(eq=1)),
     "U": (1.0, _dim(U=1)),
     "[iU]": (1.0, _dim(iU=1)),
+    "Gy": (1.0, _dim(m=2, s=-2)),  # absorbed dose, J/kg
     "[IU]": (1.0, _dim(iU=1)),
     "mm[Hg]": (1.0, _dim(mmHg=1)),
     "[lb_av]": (453.59237, _dim(g=1)),
@@ -385,3 +399,115 @@ def to_canonical(code: str | None, value: float, unit: str | None) -> tuple[floa
             field="value",
         )
     return out, lu.unit
+
+
+# ---------------------------------------------------------------------------- doses
+# Base kinds of a dose: (name, dimension, canonical unit). All but Gy may also be given per body
+# mass (``/kg``) or per body surface area (``/m2``); a count (``1``, ``{tbl}``, ``TAB``) may not.
+_DOSE_BASES: tuple[tuple[str, tuple[int, ...], str], ...] = (
+    ("mass", _dim(g=1), "mg"),
+    ("absorbed radiation dose", _dim(m=2, s=-2), "Gy"),
+    ("international units", _dim(iU=1), "[iU]"),
+    ("enzyme units", _dim(U=1), "U"),
+    ("amount", _dim(mol=1), "mmol"),
+    ("equivalents", _dim(eq=1), "meq"),
+    ("volume", _dim(m=3), "mL"),
+)
+_DOSE_PER: dict[tuple[int, ...], tuple[str, str]] = {
+    _dim(g=1): ("body mass", "kg"),
+    _dim(m=2): ("body surface area", "m2"),
+}
+# Dose forms written as units (HL7 orderableDrugForm codes, pharmacy words): counted, like {tbl}.
+_DOSE_FORMS = frozenset({
+    "tab", "tbl", "tablet", "cap", "capsule", "puff", "drop", "gtt", "patch", "spray", "actuation", "dose",
+    "each", "ea", "application", "suppository", "supp", "lozenge", "sachet", "vial", "ampule", "amp",
+})
+_DOSE_TERMS = {"iu": "[iU]", "[iu]": "[iU]", "unit": "U", "units": "U", "meq": "meq", "cc": "mL", "ml": "mL"}
+_ANNOTATION = re.compile(r"\{[^{}]*\}")
+_POWER_SIGN = re.compile(r"(?<=[A-Za-z\]])\^")
+
+
+@dataclass(frozen=True, slots=True)
+class _DoseUnit:
+    kind: str
+    canonical: str
+    factor: float  # 1 of the unit expressed in ``canonical``
+
+
+def _not_a_dose(unit: str | None) -> RecordError:
+    shown = unit if unit is None or len(unit) <= 40 else unit[:40] + "..."
+    return RecordError(f"unit {shown!r} is not a dose unit this engine converts "
+                       "(mass, mass per m2 or kg, Gy, IU, U, mmol, mEq, mL or a count)")
+
+
+def _dose_term(term: str) -> str | None:
+    """A term's UCUM spelling, ``None`` for a count (annotation, ``1``, a dose form such as TAB)."""
+    bare = _POWER_SIGN.sub("", _ANNOTATION.sub("", term).strip()).replace("²", "2")  # m^2, m² -> m2
+    low = bare.lower()
+    if not bare or bare == "1" or low in _DOSE_FORMS or (low.endswith("s") and low[:-1] in _DOSE_FORMS):
+        return None
+    return _DOSE_TERMS.get(low) or normalize_unit(bare)
+
+
+@lru_cache(maxsize=512)
+def _dose_unit(unit: str | None) -> _DoseUnit:
+    """Kind, canonical unit and factor of a dose unit; ``None`` (a bare number) is a count."""
+    num, den, factor = _dim(), _dim(), 1.0
+    terms = _split_terms(unit.strip()) if unit else []
+    if unit and unit.strip() and not terms:
+        raise _not_a_dose(unit)  # "/", "..."
+    for term, sign in terms:
+        ucum = _dose_term(term)
+        if ucum is None:
+            continue
+        try:
+            f, d = _atom(ucum)
+            factor *= f**sign
+        except (ValueError, ArithmeticError):  # RecordError for unknown terms; 10*99999, kg99999, /mg99999
+            raise _not_a_dose(unit) from None
+        signed = tuple(sign * x for x in d)
+        # a divided term ("/kg") or one with only negative exponents ("kg-1") is the "per" part
+        if sign < 0 or (min(signed) < 0 and max(signed) <= 0):
+            den = tuple(a - b for a, b in zip(den, signed, strict=True))
+        else:
+            num = tuple(a + b for a, b in zip(num, signed, strict=True))
+    if num == _dim() and den == _dim() and factor == 1.0:
+        return _DoseUnit("count", "1", 1.0)
+    for kind, dims, canonical in _DOSE_BASES:
+        if num != dims:
+            continue
+        if den == _dim():
+            return _DoseUnit(kind, canonical, factor / _parse(canonical)[0])
+        if den in _DOSE_PER and canonical != "Gy":
+            per, per_unit = _DOSE_PER[den]
+            target = f"{canonical}/{per_unit}"
+            return _DoseUnit(f"{kind} per {per}", target, factor / _parse(target)[0])
+    raise _not_a_dose(unit)
+
+
+def dose_quantity(value: float, unit: str | None) -> tuple[float, str]:
+    """A treatment dose in the canonical unit of its kind: ``(500, "g")`` -> ``(500000.0, "mg")``.
+
+    Kinds: mass -> ``mg``; absorbed radiation dose -> ``Gy``; international units -> ``[iU]``;
+    enzyme units -> ``U``; amount -> ``mmol``; equivalents -> ``meq``; volume -> ``mL``; each of
+    these but Gy per body surface area or body mass -> ``mg/m2``, ``mg/kg``, ``[iU]/m2``, ...
+    (read from the unit's terms, since g/g cancels in a dimension); counts (no unit, ``1``,
+    annotations such as ``{tbl}``, dose forms such as ``TAB``) -> ``1``. Other units (``%``,
+    rates such as ``mg/d``, concentrations) raise :class:`RecordError`.
+    """
+    du = _dose_unit(unit)
+    out = _tidy(value * du.factor)
+    if not math.isfinite(out):
+        raise RecordError(f"dose {value!r} {unit} is not a finite number in {du.canonical!r}")
+    return out, du.canonical
+
+
+def convert_dose(value: float, from_unit: str | None, to_unit: str | None) -> float:
+    """Convert a dose between two units of one kind (``cGy`` -> ``Gy``); other kinds raise :class:`RecordError`.
+
+    Unlike :func:`convert`, mg/kg and mg/m2 are kinds of their own: neither converts to mg or a count.
+    """
+    src, dst = _dose_unit(from_unit), _dose_unit(to_unit)
+    if src.kind != dst.kind:
+        raise RecordError(f"cannot convert a dose in {from_unit!r} ({src.kind}) to {to_unit!r} ({dst.kind})")
+    return _tidy(value * src.factor / dst.factor)

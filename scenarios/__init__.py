@@ -4,9 +4,11 @@
     result = simulate([twin], [plan_a, plan_b], 365, n_samples=64, seed=0)
     ranking = rank(result, "minimise HbA1c at 180d subject to eGFR > 45")
     plot_trajectories(result, "out.png")
+
+Plans name the treatments of the twin's model (``TreatmentCatalog(ens.cohort.treatments)``)
+by code or by their names in the training records; nothing else is known.
 """
 
-from scenarios.drugs import DrugCatalog, builtin_catalog, catalog_for
 from scenarios.guardrails import Flag, check_plan
 from scenarios.plan import Action, ResolvedPlan, TreatmentPlan, load_plan, load_plans
 from scenarios.plots import plot_trajectories
@@ -15,19 +17,18 @@ from scenarios.regimens import conditions as regimen_conditions
 from scenarios.regimens import find_regimen, load_regimens
 from scenarios.result import ScenarioResult, Threshold
 from scenarios.simulate import simulate
+from scenarios.treatments import TreatmentCatalog
 
 __all__ = [
     "Action",
-    "DrugCatalog",
     "Flag",
     "Objective",
     "Ranking",
     "ResolvedPlan",
     "ScenarioResult",
     "Threshold",
+    "TreatmentCatalog",
     "TreatmentPlan",
-    "builtin_catalog",
-    "catalog_for",
     "check_plan",
     "find_regimen",
     "load_plan",

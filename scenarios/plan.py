@@ -1,30 +1,46 @@
-"""Treatment plans as validated data: what to give, how much, from when, until when.
+"""Treatment plans as validated data: which treatment, how much, on which days.
 
-A plan is a name, a *baseline* and a list of actions::
+A plan is a name, a *baseline* and a list of actions. A treatment is anything the model takes
+as an input (a drug or a procedure), named by its code in the records or by its display name
+(see :class:`scenarios.treatments.TreatmentCatalog`)::
 
-    name: metformin then add empagliflozin
-    baseline: none            # "none": nothing is given unless an action says so
-                              # "current": the patient's therapy at the origin continues
+    name: carboplatin weekly with radiotherapy
+    baseline: none              # "none": nothing is given unless an action says so
+                                # "current": the patient's therapy at the origin continues
     actions:
-      - drug: metformin       # RxNorm code ("6809") or a name the drug catalog resolves
+      - treatment: carboplatin  # a code ("40048") or a name from the model's records
+        dose: 300
+        unit: mg/m2             # default: the treatment's own unit in the model; converted to it
+        every: 7                # single administrations on days 0, 7, 14, 21
+        times: 4
+      - treatment: radiotherapy
+        dose: 2
+        unit: Gy
+        at: [0, 1, 2, 3, 4]     # single administrations on these days ("once on day t": at: [t])
+      - treatment: metformin
         dose: 500
-        unit: mg              # mg, g, mcg (converted to mg)
-        frequency: bid        # daily, bid, tid, qid, q8h, weekly, ... → total daily dose
-        start: 0              # days from the forecast origin, or an ISO date
-      - drug: empagliflozin
-        dose: 10
-        start: 90
-        stop: 270             # optional; the drug is not given from this day on
-      - action: stop          # "stop drug X" (of the current therapy) from day 30
-        drug: lisinopril
+        frequency: bid          # continuous dosing: daily, bid, tid, qid, q8h, weekly, a number per day
+        start: 0                # days from the forecast origin, or an ISO date
+        stop: 90                # optional; not given from this day on (open: to the horizon)
+      - action: stop            # "stop treatment X" (of the current therapy) from day 30
+        treatment: lisinopril
         start: 30
 
-Semantics per drug: the baseline dose (0 for ``baseline: none``, the current daily dose for
-``baseline: current``) holds until the drug's first ``give`` or ``stop``; a ``give`` sets the
-daily dose over ``[start, stop)`` and nothing is given after its ``stop``; a ``stop`` ends the
-drug from its ``start``. "No treatment" is ``baseline: none`` with no actions and "continue
-current therapy" is ``baseline: current`` with no actions (see :meth:`TreatmentPlan.no_treatment`
-and :meth:`TreatmentPlan.continue_current`).
+Schedules: an action without ``every``/``at`` doses continuously, ``frequency``
+administrations a day on days ``start <= d < stop`` ("daily for N days from a" is ``start: a,
+stop: a+N``). ``every: k`` gives single administrations on ``start, start+k, ...`` before
+``stop`` (or ``times`` of them; open: to the horizon); ``at`` lists their days. A single
+administration acts on the day it is given only. The old key ``drug`` is read as ``treatment``.
+
+Semantics per treatment: the baseline (nothing for ``baseline: none``, the recorded therapy for
+``baseline: current``) holds until the plan's first action on that treatment; from then on the
+plan alone says what is given, and a ``stop`` ends the current therapy from its ``start``.
+Continuous gives of one treatment must not overlap; single administrations add to whatever else
+is given that day. Recorded single administrations (a chemotherapy infusion, a radiotherapy
+fraction) are history under either baseline and never continue: "continue current therapy"
+continues prescriptions only. "No treatment" is ``baseline: none`` with no actions and "continue
+current therapy" ``baseline: current`` with no actions (:meth:`TreatmentPlan.no_treatment`,
+:meth:`TreatmentPlan.continue_current`).
 """
 
 from __future__ import annotations
@@ -36,16 +52,28 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from core.errors import PlanError, RecordError
 from graph.timeutil import days_between, utc
-from graph.units import convert, normalize_unit
-from scenarios.drugs import DrugCatalog, builtin_catalog
+from graph.units import convert_dose, dose_quantity
+from scenarios.treatments import TreatmentCatalog
+from twin.spec import Treatment
 
 __all__ = [
+    "MAX_ADMINISTRATIONS",
     "Action",
     "ResolvedAction",
     "ResolvedPlan",
@@ -53,8 +81,10 @@ __all__ = [
     "frequency_per_day",
     "load_plan",
     "load_plans",
-    "unit_to_mg",
 ]
+
+#: Most single administrations one action lists (``times``, ``at``): ten years of daily ones.
+MAX_ADMINISTRATIONS = 3650
 
 _FREQ = {
     "once": 1.0, "daily": 1.0, "qd": 1.0, "od": 1.0, "once daily": 1.0, "qam": 1.0, "qpm": 1.0, "qhs": 1.0,
@@ -62,16 +92,45 @@ _FREQ = {
     "qod": 0.5, "every other day": 0.5, "weekly": 1.0 / 7.0, "qw": 1.0 / 7.0, "once weekly": 1.0 / 7.0,
 }
 _QNH = re.compile(r"^q(\d{1,2})h$")
+#: Fields of a ``give`` that describe its schedule (a ``stop`` takes none of them).
+_GIVE_ONLY = ("dose", "unit", "frequency", "stop", "every", "times", "at")
+
+
+def _json_value(v: Any, info: ValidationInfo) -> Any:
+    """Only the JSON types the schema names: no ``true`` read as 1, no ``"5"`` read as 5
+    (a number in a string is refused; strings of day fields must be ISO dates)."""
+    name = info.field_name or "value"
+    expected = {"dose": "a number", "every": "a number of days",
+                "frequency": "a frequency name (bid) or a number per day"}.get(name, "a number of days or an ISO date")
+    if isinstance(v, bool):
+        raise ValueError(f"{name} must be {expected}, not {str(v).lower()}")
+    if isinstance(v, str) and name != "frequency":
+        try:
+            float(v)
+        except ValueError:
+            if name in ("start", "stop", "at"):
+                return v
+        raise ValueError(f"{name} must be {expected}, not the string {v!r}")
+    return v
+
+
+def _day_ok(v: Any) -> Any:
+    if isinstance(v, float) and (not math.isfinite(v) or v < 0):
+        raise ValueError(f"days from the origin must be a finite number >= 0 (a plan cannot change the past), got {v}")
+    return v
+
 
 Day = float | date | datetime
+#: A day of a plan: days from the forecast origin (a number >= 0) or an ISO date.
+DayIn = Annotated[Day, BeforeValidator(_json_value), AfterValidator(_day_ok)]
 
 
-def unit_to_mg(unit: str) -> float:
-    """Factor turning an amount in ``unit`` into mg (any UCUM mass unit, and mcg). ``ValueError`` otherwise."""
-    try:
-        return convert(1.0, normalize_unit(unit) or "", "mg")
-    except RecordError:
-        raise ValueError(f"unit {unit!r} is not a mass unit this engine converts (use mg, g or mcg)") from None
+class _FieldError(ValueError):
+    """A cross-field check failing on ``field`` (so errors name it, not just the action)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def frequency_per_day(freq: str | float) -> float:
@@ -92,36 +151,44 @@ def frequency_per_day(freq: str | float) -> float:
 
 
 class Action(BaseModel):
-    """One step of a plan: give ``drug`` at ``dose`` from ``start`` to ``stop``, or stop it."""
+    """One step of a plan: give ``treatment`` at ``dose`` on a schedule, or stop it (see the module docstring)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     action: Literal["give", "stop"] = "give"
-    drug: str = Field(min_length=1, description="RxNorm code or a drug name the catalog resolves")
-    dose: float | None = Field(default=None, description="amount per administration in `unit`")
-    unit: str = "mg"
-    frequency: str | float = "daily"
-    start: Day = Field(default=0.0, description="days from the forecast origin, or an ISO date")
-    stop: Day | None = Field(default=None, description="first day the drug is no longer given")
+    treatment: str = Field(min_length=1, max_length=200, description=(
+        "A treatment input of the model (drug or procedure): its code as in the records, its display name, or a "
+        "distinctive word of that name. The old key `drug` is accepted."))
+    dose: float | None = Field(default=None, description="Amount per administration, in `unit`.")
+    unit: str | None = Field(default=None, min_length=1, max_length=40, description=(
+        "UCUM unit of `dose` (mg, g, mcg, mg/m2, mg/kg, Gy, cGy, [iU], ...); default: the treatment's unit in the "
+        "model's specification. Converted to that unit; a unit of another kind (mg for an mg/m2 treatment) is refused."))
+    frequency: str | float = Field(default="daily", description=(
+        "Continuous dosing only: administrations per day (daily, bid, tid, qid, qNh, qod, weekly, or a number)."))
+    start: DayIn = Field(default=0.0, description="First day: days from the forecast origin, or an ISO date.")
+    stop: DayIn | None = Field(default=None, description=(
+        "First day the treatment is no longer given (continuous dosing and `every`); default: the horizon."))
+    every: float | None = Field(default=None, ge=1, allow_inf_nan=False, description=(
+        "Single administrations every this many days from `start`, before `stop` or `times` of them."))
+    times: int | None = Field(default=None, ge=1, le=MAX_ADMINISTRATIONS, strict=True,
+                              description="Number of administrations of an `every` schedule.")
+    at: tuple[DayIn, ...] | None = Field(default=None, min_length=1, max_length=MAX_ADMINISTRATIONS, description=(
+        "Days of single administrations (days from the origin or ISO dates); `[t]` is once on day t."))
 
-    @field_validator("dose", "frequency", "start", "stop", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _old_key(cls, data: Any) -> Any:
+        """Plan files written before procedures were treatments say ``drug``."""
+        if isinstance(data, dict) and "drug" in data:
+            if "treatment" in data:
+                raise _FieldError("drug", "give the treatment once: 'drug' is the old name of 'treatment'")
+            data = {("treatment" if k == "drug" else k): v for k, v in data.items()}
+        return data
+
+    @field_validator("dose", "frequency", "every", mode="before")
     @classmethod
     def _json_types(cls, v: Any, info: ValidationInfo) -> Any:
-        """Only the JSON types the schema names: no ``true`` read as 1, no ``"5"`` read as 5
-        (a number in a string is refused; ``start``/``stop`` strings must be ISO dates)."""
-        name = info.field_name
-        expected = {"dose": "a number", "frequency": "a frequency name (bid) or a number per day"}.get(
-            name or "", "a number of days or an ISO date")
-        if isinstance(v, bool):
-            raise ValueError(f"{name} must be {expected}, not {str(v).lower()}")
-        if isinstance(v, str) and name != "frequency":
-            try:
-                float(v)
-            except ValueError:
-                if name != "dose":
-                    return v
-            raise ValueError(f"{name} must be {expected}, not the string {v!r}")
-        return v
+        return _json_value(v, info)
 
     @field_validator("dose")
     @classmethod
@@ -132,8 +199,12 @@ class Action(BaseModel):
 
     @field_validator("unit")
     @classmethod
-    def _unit_ok(cls, v: str) -> str:
-        unit_to_mg(v)
+    def _unit_ok(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                dose_quantity(1.0, v)
+            except RecordError as exc:
+                raise ValueError(str(exc)) from None
         return v
 
     @field_validator("frequency")
@@ -142,29 +213,34 @@ class Action(BaseModel):
         frequency_per_day(v)
         return v
 
-    @field_validator("start", "stop")
-    @classmethod
-    def _day_ok(cls, v: Day | None) -> Day | None:
-        if isinstance(v, float) and (not math.isfinite(v) or v < 0):
-            raise ValueError(f"days from the origin must be a finite number >= 0 (a plan cannot change the past), got {v}")
-        return v
-
     @model_validator(mode="after")
     def _consistent(self) -> Action:
-        if self.action == "give" and self.dose is None:
-            raise ValueError(f"a 'give' action needs a dose (drug {self.drug!r})")
-        if self.action == "stop" and (self.dose is not None or self.stop is not None):
-            raise ValueError(f"a 'stop' action takes only drug and start (drug {self.drug!r})")
-        if isinstance(self.start, float) and isinstance(self.stop, float) and self.stop <= self.start:
-            raise ValueError(f"stop ({self.stop}) must be after start ({self.start})")
-        return self
-
-    @property
-    def daily_dose_mg(self) -> float:
-        """Total daily dose in mg (dose × unit factor × administrations per day); 0 for a stop."""
+        multiple = frequency_per_day(self.frequency) != 1.0
+        set_here = [f for f in _GIVE_ONLY if (multiple if f == "frequency" else getattr(self, f) is not None)]
+        if self.action == "stop":
+            if set_here:
+                raise _FieldError(set_here[0], f"a 'stop' action takes only treatment and start, not {set_here[0]} "
+                                               f"(treatment {self.treatment!r})")
+            return self
         if self.dose is None:
-            return 0.0
-        return self.dose * unit_to_mg(self.unit) * frequency_per_day(self.frequency)
+            raise _FieldError("dose", f"a 'give' action needs a dose (treatment {self.treatment!r})")
+        if self.at is not None:
+            bad = [f for f in ("stop", "every", "times", "frequency") if f in set_here]
+            if bad or self.start != 0:
+                f = bad[0] if bad else "start"
+                raise _FieldError(f, f"{f} does not apply to an 'at' schedule: at lists the days of single "
+                                     "administrations")
+        if self.every is not None and multiple:
+            raise _FieldError("frequency", "frequency applies to continuous dosing; with 'every' each day is one "
+                                           "administration (give more by dose)")
+        if self.times is not None:
+            if self.every is None:
+                raise _FieldError("times", "times counts the administrations of an 'every' schedule: add every: DAYS")
+            if self.stop is not None:
+                raise _FieldError("times", "give either stop or times, not both")
+        if isinstance(self.start, float) and isinstance(self.stop, float) and self.stop <= self.start:
+            raise _FieldError("stop", f"stop ({self.stop:g}) must be after start ({self.start:g})")
+        return self
 
 
 class TreatmentPlan(BaseModel):
@@ -188,10 +264,10 @@ class TreatmentPlan(BaseModel):
         return cls(name=name, baseline="current")
 
     @classmethod
-    def stop_drug(cls, drug: str, at: Day = 0.0, name: str | None = None) -> TreatmentPlan:
-        """Current therapy continues except ``drug``, which stops at ``at``."""
-        return cls(name=name or f"stop {drug}", baseline="current",
-                   actions=(Action(action="stop", drug=drug, start=at),))
+    def stop_treatment(cls, treatment: str, at: Day = 0.0, name: str | None = None) -> TreatmentPlan:
+        """Current therapy continues except ``treatment``, which stops at ``at``."""
+        return cls(name=name or f"stop {treatment}", baseline="current",
+                   actions=(Action(action="stop", treatment=treatment, start=at),))
 
     @classmethod
     def from_dict(cls, doc: Any, *, source: str | None = None) -> TreatmentPlan:
@@ -202,33 +278,73 @@ class TreatmentPlan(BaseModel):
             return cls.model_validate(doc)
         except ValidationError as exc:
             err = exc.errors()[0]
-            loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[")
+            loc = list(err["loc"])
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, _FieldError):
+                loc.append(cause.field)
+            field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
             msg = str(err["msg"]).removeprefix("Value error, ")
             name = doc.get("name") if isinstance(doc.get("name"), str) else None
-            raise PlanError(msg, plan=name, field=loc or None, file=source) from None
+            raise PlanError(msg, plan=name, field=field or None, file=source) from None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form that :meth:`from_dict` reads back to an equal plan."""
-        return self.model_dump(mode="json", exclude_defaults=False)
+        return self.model_dump(mode="json", exclude_none=True)
 
-    def resolve(self, origin: datetime | None = None, catalog: DrugCatalog | None = None) -> ResolvedPlan:
-        """Codes, mg/day and days from ``origin``; refuses contradictory actions.
+    def resolve(self, catalog: TreatmentCatalog, origin: datetime | None = None) -> ResolvedPlan:
+        """Treatments, doses in each treatment's unit and days from ``origin``; refuses
+        unknown treatments, unconvertible units and contradictory actions.
 
-        ``origin`` is needed only when an action uses a calendar date. ``catalog`` resolves
-        drug names (default: the names of the built-in regimens, :func:`scenarios.drugs.builtin_catalog`).
+        ``catalog`` holds the model's treatments (``TreatmentCatalog(ens.cohort.treatments)``);
+        ``origin`` is needed only when an action uses a calendar date.
         """
-        cat = catalog if catalog is not None else builtin_catalog()
         out: list[ResolvedAction] = []
         for i, a in enumerate(self.actions):
             where = f"actions[{i}]"
-            code = cat.resolve(a.drug, plan=self.name, field=f"{where}.drug")
+            tr = catalog.resolve(a.treatment, plan=self.name, field=f"{where}.treatment")
             start = self._day(a.start, origin, f"{where}.start")
+            if a.action == "stop":
+                out.append(ResolvedAction("stop", tr, 0.0, start, None, i))
+                continue
+            dose = self._dose(a, tr, where)
             stop = None if a.stop is None else self._day(a.stop, origin, f"{where}.stop")
             if stop is not None and stop <= start:
-                raise PlanError(f"stop (day {stop:g}) must be after start (day {start:g})", plan=self.name, field=f"{where}.stop")
-            out.append(ResolvedAction(a.action, code, a.daily_dose_mg, start, stop, i))
+                raise PlanError(f"stop (day {stop:g}) must be after start (day {start:g})", plan=self.name,
+                                field=f"{where}.stop")
+            if a.at is not None or (a.every is not None and a.times is not None):
+                days = self._pulse_days(a, start, origin, where)
+                out.append(ResolvedAction("give", tr, dose, days[0], math.floor(days[-1]) + 1.0, i, at=days))
+            elif a.every is not None:
+                out.append(ResolvedAction("give", tr, dose, start, stop, i, every=a.every))
+            else:
+                out.append(ResolvedAction("give", tr, dose, start, stop, i, per_day=frequency_per_day(a.frequency)))
         _check_contradictions(self.name, out)
         return ResolvedPlan(self.name, self.baseline, tuple(out))
+
+    def _dose(self, a: Action, tr: Treatment, where: str) -> float:
+        """``a.dose`` in the treatment's unit."""
+        assert a.dose is not None  # a give has a dose (Action._consistent)
+        if a.unit is None:
+            return a.dose
+        try:
+            return convert_dose(a.dose, a.unit, tr.unit)
+        except RecordError as exc:
+            raise PlanError(f"unit {a.unit!r} does not convert to {tr.unit!r}, the dose unit of {tr.label} in this "
+                            f"model ({exc})", plan=self.name, field=f"{where}.unit") from None
+
+    def _pulse_days(self, a: Action, start: float, origin: datetime | None, where: str) -> tuple[float, ...]:
+        """Sorted days of an ``at`` or ``every`` + ``times`` schedule; refuses a day listed twice."""
+        if a.at is None:
+            assert a.every is not None and a.times is not None
+            return tuple(start + k * a.every for k in range(a.times))
+        days = [self._day(d, origin, f"{where}.at[{k}]") for k, d in enumerate(a.at)]
+        seen: dict[float, int] = {}
+        for k, d in enumerate(days):
+            if d in seen:
+                raise PlanError(f"at lists day {d:g} twice (entries {seen[d]} and {k}); give the dose once",
+                                plan=self.name, field=f"{where}.at[{k}]")
+            seen[d] = k
+        return tuple(sorted(days))
 
     def _day(self, v: Day, origin: datetime | None, field: str) -> float:
         if isinstance(v, int | float):
@@ -245,66 +361,82 @@ class TreatmentPlan(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class ResolvedAction:
-    """An action with its drug as an RxNorm code, dose in mg/day and times in days from the origin."""
+    """An action with its treatment, dose per administration in the treatment's unit and days
+    from the origin.
+
+    A ``give`` doses continuously (``per_day`` administrations a day on days ``start <= d <
+    stop``) unless it is a series of single administrations: on the days ``at``, or ``every``
+    days from ``start`` before ``stop``. For ``at``, ``start``/``stop`` span the days it acts on.
+    """
 
     kind: Literal["give", "stop"]
-    code: str
-    mg_per_day: float
+    treatment: Treatment
+    dose: float
     start: float
     stop: float | None
     index: int
+    per_day: float = 1.0
+    every: float | None = None
+    at: tuple[float, ...] | None = None
 
-    def active(self, t: float) -> bool:
-        return self.kind == "give" and self.start <= t and (self.stop is None or t < self.stop)
+    @property
+    def code(self) -> str:
+        return self.treatment.code
+
+    @property
+    def single(self) -> bool:
+        """Whether this give is a series of single administrations (each acts on its own day)."""
+        return self.at is not None or self.every is not None
+
+    @property
+    def daily(self) -> float:
+        """Amount given on a day the action acts on, in the treatment's unit (0 for a stop)."""
+        return 0.0 if self.kind == "stop" else self.dose * (1.0 if self.single else self.per_day)
+
+    def administration_days(self, until: float) -> tuple[float, ...]:
+        """Days before ``until`` of the single administrations (empty for continuous dosing)."""
+        if self.at is not None:
+            return tuple(d for d in self.at if d < until)
+        if self.every is None or self.kind == "stop":
+            return ()
+        end = until if self.stop is None else min(self.stop, until)
+        n = max(0, math.ceil((end - self.start) / self.every))
+        return tuple(d for d in (self.start + k * self.every for k in range(n)) if d < end)
 
 
 @dataclass(frozen=True, slots=True)
 class ResolvedPlan:
-    """A plan ready to become a dose schedule (see :func:`scenarios.schedule.plan_schedule`)."""
+    """A plan ready to become a dose schedule (see :func:`scenarios.schedule.plan_dose_actions`)."""
 
     name: str
     baseline: Literal["none", "current"]
     actions: tuple[ResolvedAction, ...]
-
-    @property
-    def codes(self) -> tuple[str, ...]:
-        """Drug codes the plan mentions, in first-mention order."""
-        return tuple(dict.fromkeys(a.code for a in self.actions))
 
     def first_change(self, code: str) -> float | None:
         """Day of the first action on ``code`` (``None``: the plan leaves it at baseline)."""
         days = [a.start for a in self.actions if a.code == code]
         return min(days) if days else None
 
-    def daily_dose(self, code: str, t: float, current_mg: float = 0.0) -> float:
-        """mg/day of ``code`` on day ``t`` given the patient's current daily dose at the origin."""
-        first = self.first_change(code)
-        if first is None or t < first:
-            return current_mg if self.baseline == "current" else 0.0
-        for a in self.actions:
-            if a.code == code and a.active(t):
-                return a.mg_per_day
-        return 0.0
-
 
 def _check_contradictions(name: str, actions: list[ResolvedAction]) -> None:
-    by_drug: dict[str, list[ResolvedAction]] = defaultdict(list)
+    by_code: dict[str, list[ResolvedAction]] = defaultdict(list)
     for a in actions:
-        by_drug[a.code].append(a)
-    for code, acts in by_drug.items():
+        by_code[a.code].append(a)
+    for acts in by_code.values():
         gives = sorted((a for a in acts if a.kind == "give"), key=lambda a: a.start)
-        for prev, nxt in zip(gives, gives[1:], strict=False):
+        continuous = [a for a in gives if not a.single]
+        for prev, nxt in zip(continuous, continuous[1:], strict=False):
             if prev.stop is None or prev.stop > nxt.start:
                 raise PlanError(
-                    f"actions[{prev.index}] and actions[{nxt.index}] both give RxNorm {code} from day {nxt.start:g}; "
-                    "give each drug over non-overlapping periods (set 'stop' on the earlier one)",
+                    f"actions[{prev.index}] and actions[{nxt.index}] both give {nxt.treatment.label} continuously "
+                    f"from day {nxt.start:g}; give it over non-overlapping periods (set 'stop' on the earlier one)",
                     plan=name, field=f"actions[{nxt.index}]")
         for s in (a for a in acts if a.kind == "stop"):
             for g in gives:
                 if g.start < s.start and (g.stop is None or s.start < g.stop):
                     raise PlanError(
-                        f"actions[{s.index}] stops RxNorm {code} on day {s.start:g} while actions[{g.index}] gives it "
-                        f"then; end the give with 'stop: {s.start:g}' instead",
+                        f"actions[{s.index}] stops {s.treatment.label} on day {s.start:g} while actions[{g.index}] "
+                        f"gives it then; end that give by day {s.start:g} instead",
                         plan=name, field=f"actions[{s.index}]")
 
 

@@ -30,13 +30,14 @@ import numpy as np
 import torch
 
 from core.errors import PlanError, TwinError
-from scenarios.drugs import DrugCatalog, catalog_for
 from scenarios.guardrails import Flag, check_plans
 from scenarios.plan import ResolvedPlan, TreatmentPlan
 from scenarios.result import ScenarioResult, Threshold
 from scenarios.schedule import plan_dose_actions
+from scenarios.treatments import TreatmentCatalog
 from twin.features import build_graph
 from twin.features.treatment import DoseAction, actions_from_records, dose_schedule
+from twin.spec import inverse_transform
 
 __all__ = ["CHUNK_STATE_ELEMENTS", "PreparedRun", "SimulatableTwin", "default_query_days", "prepare", "run_prepared",
            "simulate"]
@@ -44,7 +45,7 @@ __all__ = ["CHUNK_STATE_ELEMENTS", "PreparedRun", "SimulatableTwin", "default_qu
 _KEY_DAYS = (30.0, 90.0, 180.0, 365.0)
 
 #: One solve covers at most this many values of ODE states and dose schedules (rows x (grid
-#: points x state width + days x drugs), float32): larger runs are solved in chunks of samples,
+#: points x state width + days x treatments), float32): larger runs are solved in chunks of samples,
 #: which bounds their memory (~64 MB per chunk) and gives ``on_progress`` a checkpoint between
 #: chunks. Rows are independent, so the numbers do not depend on the chunking.
 CHUNK_STATE_ELEMENTS = 2**24
@@ -102,14 +103,6 @@ def _graph(twin: Any) -> Any:
     return build_graph(records, t0, spec, getattr(model, "image_encoder", None))
 
 
-def _model_config(model: Any) -> Any:
-    """The :class:`ModelConfig` of a model or of an ensemble of them."""
-    cfg = getattr(model, "model_config", None) or getattr(model, "cfg", None)
-    if cfg is None:
-        raise TwinError(f"{type(model).__name__} is not a twin model (no config)")
-    return cfg
-
-
 def _as_plans(plans: Sequence[TreatmentPlan] | TreatmentPlan) -> list[TreatmentPlan]:
     items = [plans] if isinstance(plans, TreatmentPlan) else list(plans)
     if not items:
@@ -127,12 +120,12 @@ def prepare(
     horizon_days: float,
     *,
     strict: bool = False,
-    catalog: DrugCatalog | None = None,
     query_days: Sequence[float] | None = None,
     extra_days: Sequence[float] = (),
     step_days: float | None = None,
 ) -> PreparedRun:
-    """Resolve and check ``plans`` and build the dose tensor for every (twin, plan) pair."""
+    """Resolve ``plans`` against the model's treatments, check them and build the dose tensor
+    for every (twin, plan) pair."""
     twin_list = list(twins) if isinstance(twins, Sequence) else [twins]
     if not twin_list:
         raise TwinError("no twin to simulate")
@@ -141,30 +134,30 @@ def prepare(
     model, spec, *_ = _parts(twin_list[0])
     for tw in twin_list[1:]:
         m, s, *_ = _parts(tw)
-        if m is not model or s.vocab.drugs != spec.vocab.drugs:
+        if m is not model or s.vocab.treatments != spec.vocab.treatments:
             raise TwinError("all twins of one scenario run must share one fitted model")
-    cat = catalog.with_codes(spec.vocab.drugs) if catalog is not None else catalog_for(spec.vocab.drug_names, spec.vocab.drugs)
+    cat = TreatmentCatalog(spec.vocab.cohort.treatments)
     plan_list = _as_plans(plans)
     n_days = int(math.ceil(horizon_days)) + 1
     resolved_by_twin: list[list[ResolvedPlan]] = []
     rows: list[torch.Tensor] = []
     for tw in twin_list:
         _, _, records, t0 = _parts(tw)
-        rp = [p.resolve(t0, cat) for p in plan_list]
+        rp = [p.resolve(cat, t0) for p in plan_list]
         resolved_by_twin.append(rp)
         factual: list[DoseAction] = actions_from_records(records, t0, spec.vocab)
-        rows.append(torch.stack([dose_schedule(plan_dose_actions(factual, r), spec.vocab, spec.norms, n_days, strict=False)
-                                 for r in rp]))
+        rows.append(torch.stack([dose_schedule(plan_dose_actions(factual, r, n_days), spec.vocab, spec.norms, n_days,
+                                               strict=False) for r in rp]))
     resolved = resolved_by_twin[0]
     # Plans with calendar dates resolve per twin; flags are checked on every resolution (deduplicated).
     flags: list[Flag] = []
     seen: set[tuple[str, str, str]] = set()
     for rp in resolved_by_twin:
-        for f in check_plans(rp, spec.vocab, spec.norms, names=cat.names, strict=strict):
-            if (f.plan, f.kind, f.drug) not in seen:
-                seen.add((f.plan, f.kind, f.drug))
+        for f in check_plans(rp, spec.vocab, spec.norms, strict=strict):
+            if (f.plan, f.kind, f.treatment) not in seen:
+                seen.add((f.plan, f.kind, f.treatment))
                 flags.append(f)
-    step = float(step_days if step_days is not None else _model_config(model).step_days)
+    step = float(step_days if step_days is not None else spec.vocab.cohort.scales.step_days)
     if query_days:
         tq = np.array(sorted(set(query_days)), dtype=np.float64)
     else:
@@ -222,8 +215,8 @@ def run_prepared(
     # Sample s comes from ensemble member s mod M (members beyond the sample count solve nothing):
     # one solve per member and chunk, each covering every twin x plan row of its samples (ordered
     # twin, sample, plan; plan fastest as rollout expects).
-    cfg = members[0].cfg
-    grid = max(1, math.ceil(float(run.t_query.max()) / float(cfg.step_days))) + 1 if q else 1
+    step = float(vocab.cohort.scales.step_days)
+    grid = max(1, math.ceil(float(run.t_query.max()) / step)) + 1 if q else 1
     width = latent + d + len(vocab.event_kinds) + vocab.n_targets * d
     per_sample = max(1, n * p * (grid * width + t_days * d))  # states and the row's dose schedule
     chunk = max(1, CHUNK_STATE_ELEMENTS // per_sample)
@@ -256,7 +249,10 @@ def run_prepared(
     labs = list(vocab.target_labs)
     lab_mean = torch.tensor([norms.lab_mean.get(c, 0.0) for c in labs])
     lab_std = torch.tensor([norms.lab_std.get(c, 1.0) for c in labs])
-    values = mean.mul_(lab_std).add_(lab_mean).permute(1, 0, 2, 3, 4).numpy()  # [S, N, P, Q, L]
+    values = mean.mul_(lab_std).add_(lab_mean).permute(1, 0, 2, 3, 4).numpy()  # [S, N, P, Q, L], transformed
+    for j, c in enumerate(labs):  # each sample back in the target's own unit (transforms are monotone)
+        if norms.transforms.get(c, "identity") != "identity":
+            values[..., j] = inverse_transform(norms.transforms[c], values[..., j])
     events = list(vocab.event_kinds)
     risk = None
     if events:
@@ -287,7 +283,6 @@ def simulate(
     sample_latent: bool = True,
     query_days: Sequence[float] | None = None,
     extra_days: Sequence[float] = (),
-    catalog: DrugCatalog | None = None,
     on_progress: ProgressFn | None = None,
 ) -> ScenarioResult:
     """Simulate every twin under every plan for ``horizon_days`` in one batched model solve.
@@ -299,8 +294,8 @@ def simulate(
         horizon_days: days after each twin's origin to simulate (1–3650).
         n_samples: draws of the twin's uncertainty per twin (shared across plans).
         seed: seeds every random draw; equal inputs and seed give equal results.
-        strict: refuse (``PlanError``) plans the model cannot be trusted with (unknown drug,
-            dose far outside training) instead of flagging them in the result.
+        strict: refuse (``PlanError``) plans the model cannot be trusted with (a dose far
+            outside training) instead of flagging them in the result.
         thresholds: lab thresholds whose first crossing time is reported (e.g. eGFR < 45).
         observation_noise: add the model's predicted lab noise (aleatoric) to the samples.
         sample_latent: draw ``z0`` from the twin's posterior (False: its mean, epistemic off).
@@ -313,11 +308,12 @@ def simulate(
         A :class:`ScenarioResult` with samples ``[S, N, P, T, L]`` and summaries.
 
     Raises:
-        PlanError: invalid plans, unknown drug names, or (``strict``) out-of-distribution plans.
+        PlanError: invalid plans, treatments the model does not know (the message lists those it
+            knows), doses in units that do not convert to the treatment's, or (``strict``)
+            out-of-distribution plans.
         TwinError: twins that do not share one model.
     """
-    run = prepare(twins, plans, horizon_days, strict=strict, catalog=catalog, query_days=query_days,
-                  extra_days=extra_days)
+    run = prepare(twins, plans, horizon_days, strict=strict, query_days=query_days, extra_days=extra_days)
     return run_prepared(run, n_samples=n_samples, seed=seed, observation_noise=observation_noise,
                         sample_latent=sample_latent, reference=reference, thresholds=thresholds,
                         on_progress=on_progress)

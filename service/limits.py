@@ -127,7 +127,7 @@ def request_cost(kind: Kind, *, plans: int, samples: int, members: int, horizon_
 
 
 def _solver_step(model: TwinEnsemble) -> float:
-    return float(model.model_config.step_days)
+    return float(model.cohort.scales.step_days)
 
 
 def forecast_cost(model: TwinEnsemble, *, samples: int, horizon_days: float, step_days: float) -> RequestCost:

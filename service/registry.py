@@ -64,8 +64,7 @@ class ModelInfo:
         """JSON-ready listing entry (no server paths)."""
         rep = self.report or {}
         return {"name": self.name, "updated": self.updated.isoformat(timespec="seconds"), "size_bytes": self.size_bytes,
-                "trained_at": self.trained_at, "cohort": self.cohort, "target_labs": rep.get("target_labs", []),
-                "drugs": rep.get("drugs", []), "event_kinds": rep.get("event_kinds", [])}
+                "trained_at": self.trained_at, "cohort": self.cohort, "spec": dict(rep.get("cohort_spec") or {})}
 
 
 class ModelRegistry:

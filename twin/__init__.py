@@ -19,17 +19,24 @@ if TYPE_CHECKING:
     from twin.config import ModelConfig, TrainConfig
     from twin.features import DoseAction
     from twin.model.checkpoint import TwinEnsemble, load_model
+    from twin.spec import TRANSFORMS, CohortSpec, SpecRequest, Target, TimeScales, Treatment
     from twin.training import TrainReport, train
     from twin.twin import Attribution, Forecast, LabForecast, Twin, lab_label
 
 __all__ = [
     "Attribution",
+    "CohortSpec",
     "DoseAction",
     "Forecast",
     "LabForecast",
     "ModelConfig",
+    "SpecRequest",
+    "TRANSFORMS",
+    "Target",
+    "TimeScales",
     "TrainConfig",
     "TrainReport",
+    "Treatment",
     "Twin",
     "TwinEnsemble",
     "lab_label",
@@ -39,6 +46,12 @@ __all__ = [
 
 _WHERE = {
     "Attribution": "twin.twin",
+    "CohortSpec": "twin.spec",
+    "SpecRequest": "twin.spec",
+    "TRANSFORMS": "twin.spec",
+    "Target": "twin.spec",
+    "TimeScales": "twin.spec",
+    "Treatment": "twin.spec",
     "DoseAction": "twin.features",
     "Forecast": "twin.twin",
     "LabForecast": "twin.twin",

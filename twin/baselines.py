@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from graph.schema import NodeType
 from graph.timeutil import days_between
 from twin.features import Example, PatientRecords, Targets, actions_from_records, dose_schedule
-from twin.features.hetero import LEVEL_DAYS
 from twin.features.vocab import Normalisers, Vocabulary
 
 __all__ = ["GRUForecaster", "LabHistory", "SeqExample", "lab_history", "last_value", "linear_trend",
@@ -61,7 +60,7 @@ def last_value(h: LabHistory, t_query: np.ndarray) -> np.ndarray:
     return out
 
 
-def smoothed_level(h: LabHistory, t_query: np.ndarray, tau_days: float = LEVEL_DAYS) -> np.ndarray:
+def smoothed_level(h: LabHistory, t_query: np.ndarray, tau_days: float = 365.0) -> np.ndarray:
     """``[Q, L]`` forecasts: the recency-weighted mean of each lab's values (weights
     ``exp(-age / tau_days)``) carried forward, by default the twin's ``level`` feature;
     0 = cohort mean when never measured."""
@@ -107,7 +106,7 @@ def seq_example(records: PatientRecords, ex: Example, vocab: Vocabulary, norms: 
         if j is not None and n.time is not None and n.value is not None:
             by_time.setdefault(days_between(t0, n.time), {})[j] = norms.lab(n.code or "", float(n.value))
     times = sorted(by_time)[-max_steps:]
-    n_l, n_d = vocab.n_targets, vocab.n_drugs
+    n_l, n_d = vocab.n_targets, vocab.n_treatments
     acts = actions_from_records(cut, t0, vocab)
     first = int(math.floor(times[0])) if times else 0
     past = dose_schedule(acts, vocab, norms, max(-first + 1, 1), strict=False, first_day=first)

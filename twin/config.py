@@ -11,16 +11,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.errors import ConfigError
+from twin.spec import SpecRequest
 
 __all__ = ["ModelConfig", "TrainConfig"]
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of the encoder, latent dynamics and decoders.
+    """Sizes of the encoder, latent dynamics and decoders, and the fixed-grid ODE ``solver``.
 
-    ``step_days`` is the step of the fixed-grid ODE solver ``solver``; ``time_unit_days`` the model's time
-    unit (rates such as the PK elimination and hazards are per unit).
+    The solver's step and the model's time unit are not here: they follow the cohort
+    (:class:`twin.spec.TimeScales`, set through ``TrainConfig.spec``).
     """
 
     hidden: int = 32
@@ -28,22 +29,16 @@ class ModelConfig:
     static: int = 8
     layers: int = 2
     ode_hidden: int = 64
-    step_days: float = 7.0
     solver: str = "midpoint"
-    time_unit_days: float = 30.0
-    min_logvar: float = -7.0
+    min_logvar: float = -12.0  # sd 0.0025 lab SDs: day-to-day noise of a precise measurement
     max_logvar: float = 3.0
 
     def __post_init__(self) -> None:
         for name in ("hidden", "latent", "static", "layers", "ode_hidden"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if not 0 < self.step_days <= 31:
-            raise ConfigError(f"ModelConfig.step_days must be in (0, 31] days, got {self.step_days!r}")
         if self.solver not in ("euler", "midpoint", "rk4"):
             raise ConfigError(f"ModelConfig.solver must be one of euler, midpoint, rk4; got {self.solver!r}")
-        if self.time_unit_days <= 0:
-            raise ConfigError(f"ModelConfig.time_unit_days must be > 0, got {self.time_unit_days!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,7 +46,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings (all saved in the checkpoint)."""
+    """Training settings (all saved in the checkpoint). ``spec`` sets parts of the cohort
+    specification (targets, transforms, treatments, events, time scales); the rest is derived
+    from the training records."""
 
     epochs: int = 30
     batch_size: int = 32
@@ -66,7 +63,6 @@ class TrainConfig:
     weight_decay: float = 1e-5
     origins_per_patient: int = 4
     change_origins_per_patient: int = 2  # extra origins just before therapy changes (build_examples)
-    horizon_days: int = 365
     val_fraction: float = 0.15
     patience: int = 5
     members: int = 3
@@ -81,6 +77,7 @@ class TrainConfig:
     device: str = "cpu"
     progress: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
+    spec: SpecRequest = field(default_factory=SpecRequest)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.members < 1 or self.origins_per_patient < 1:
@@ -92,10 +89,10 @@ class TrainConfig:
         if self.treatment_lr_mult <= 0 or self.treatment_eps <= 0 or self.treatment_l1 < 0:
             raise ConfigError(f"TrainConfig.treatment_lr_mult and treatment_eps must be > 0 and treatment_l1 >= 0, "
                              f"got {self.treatment_lr_mult!r}, {self.treatment_eps!r} and {self.treatment_l1!r}")
-        if self.horizon_days < 7:
-            raise ConfigError(f"TrainConfig.horizon_days must be >= 7, got {self.horizon_days!r}")
         if isinstance(self.model, dict):
             object.__setattr__(self, "model", ModelConfig(**self.model))
+        if isinstance(self.spec, dict):
+            object.__setattr__(self, "spec", SpecRequest.from_dict(self.spec))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,8 +17,9 @@ import torch
 from torch_geometric.data import Batch, HeteroData
 
 from twin.model.checkpoint import TwinEnsemble
+from twin.spec import inverse_transform
 
-__all__ = ["Prediction", "QUANTILE_CHUNK_ELEMENTS", "mixture_quantile", "predict"]
+__all__ = ["Prediction", "QUANTILE_CHUNK_ELEMENTS", "mixture_mean", "mixture_quantile", "predict"]
 
 #: Mixture quantiles are computed over chunks of query points of at most this many
 #: (draw x point x lab) elements, which bounds their temporaries (~ 8 bytes x this, x a few)
@@ -88,7 +89,6 @@ def predict(ens: TwinEnsemble, graphs: list[HeteroData], doses: torch.Tensor, t_
         surv.append(ro.survival[:, -1, :].reshape(b, s, -1))
     mu_c = torch.cat(means, dim=1).cpu().double()  # [B, N, Q, L] standardised, N = members x draws
     sd_c = torch.exp(0.5 * torch.cat(logvars, dim=1).cpu().double())
-    mean_std = mu_c.mean(dim=1).numpy()
     n_q = mu_c.shape[2]
     per_point = max(1, mu_c.shape[0] * mu_c.shape[1] * mu_c.shape[3])
     chunk = max(1, QUANTILE_CHUNK_ELEMENTS // per_point)
@@ -99,8 +99,33 @@ def predict(ens: TwinEnsemble, graphs: list[HeteroData], doses: torch.Tensor, t_
         parts.append(np.stack([mixture_quantile(mu_k, sd_k, p).numpy() for p in (0.05, 0.5, 0.95)]))
     q = np.concatenate(parts, axis=2)
     vocab, norms = ens.spec.vocab, ens.spec.norms
-    mu = np.array([norms.lab_mean[c] for c in vocab.target_labs], np.float64)
-    sd = np.array([norms.lab_std[c] for c in vocab.target_labs], np.float64)
+    codes = vocab.target_labs
+    mu = np.array([norms.lab_mean[c] for c in codes], np.float64)
+    sd = np.array([norms.lab_std[c] for c in codes], np.float64)
+    kinds = [norms.transforms.get(c, "identity") for c in codes]
     risk = 1.0 - torch.cat(surv, dim=1).mean(dim=1).cpu().numpy()
-    return Prediction(t=t_query.cpu().numpy(), mean=mean_std * sd + mu, median=q[1] * sd + mu, p05=q[0] * sd + mu,
-                      p95=q[2] * sd + mu, risk=risk)
+
+    def values(z: np.ndarray) -> np.ndarray:  # [..., L] standardised -> each target's own unit
+        return np.stack([inverse_transform(k, z[..., j] * sd[j] + mu[j]) for j, k in enumerate(kinds)], axis=-1)
+
+    mean = np.stack([mixture_mean(mu_c[..., j] * sd[j] + mu[j], sd_c[..., j] * sd[j], k) for j, k in enumerate(kinds)],
+                    axis=-1)
+    return Prediction(t=t_query.cpu().numpy(), mean=mean, median=values(q[1]), p05=values(q[0]), p95=values(q[2]),
+                      risk=risk)
+
+
+_HERMITE_X, _HERMITE_W = np.polynomial.hermite_e.hermegauss(24)
+
+
+def mixture_mean(mu: torch.Tensor, sd: torch.Tensor, transform: str) -> np.ndarray:
+    """Mean in the target's own unit of equal-weight Gaussian mixtures (along dim 1) given on
+    the transformed scale: exact for ``identity`` and ``log1p`` (log-normal), Gauss-Hermite
+    quadrature otherwise. ``[B, N, Q]`` -> ``[B, Q]``."""
+    if transform == "identity":
+        return mu.mean(dim=1).numpy()
+    if transform == "log1p":
+        return (torch.exp(torch.clamp(mu + 0.5 * sd**2, max=700.0)) - 1.0).mean(dim=1).numpy()
+    nodes = mu.unsqueeze(-1) + sd.unsqueeze(-1) * torch.from_numpy(_HERMITE_X).to(mu)
+    w = torch.from_numpy(_HERMITE_W / _HERMITE_W.sum()).to(mu)
+    vals = torch.from_numpy(inverse_transform(transform, nodes.numpy())).to(mu)
+    return (vals * w).sum(-1).mean(dim=1).numpy()

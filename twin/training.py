@@ -61,9 +61,7 @@ class TrainReport:
     n_val_patients: int
     n_train_examples: int
     n_val_examples: int
-    target_labs: list[str]
-    drugs: list[str]
-    event_kinds: list[str]
+    cohort_spec: dict[str, Any]  # twin.spec.CohortSpec.to_dict(): targets, treatments, events, time scales
     n_images: int
     image_ae_mse: float
     members: list[dict[str, Any]]
@@ -85,17 +83,19 @@ def split_patients(ids: list[str], val_fraction: float, seed: int) -> tuple[list
     return sorted(ids[n_val:]), sorted(ids[:n_val])
 
 
-def build_examples(records: list[PatientRecords], spec: FeatureSpec, k: int, horizon_days: int, seed: int,
+def build_examples(records: list[PatientRecords], spec: FeatureSpec, k: int, seed: int,
                    image_embed: Callable | None = None, k_change: int = 0) -> list[Example]:
     """``k`` random origins per patient (seeded), plus up to ``k_change`` origins just before
     treatment changes (:func:`~twin.features.change_origins`), turned into examples with at
-    least one label."""
+    least one label within the cohort's horizon."""
     rng = random.Random(seed)
+    scales = spec.vocab.cohort.scales
+    horizon_days = scales.horizon_days
     out = []
     for rec in records:
         origins = set(choose_origins(rec, spec.vocab, k, rng))
         if k_change:
-            origins.update(change_origins(rec, spec.vocab, k_change, rng, window_days=min(180.0, horizon_days / 2)))
+            origins.update(change_origins(rec, spec.vocab, k_change, rng, window_days=scales.change_window_days))
         for t0 in sorted(origins):
             ex = build_example(rec, t0, spec, horizon_days, image_embed)
             if len(ex.targets.t):
@@ -202,7 +202,7 @@ def train(store: GraphStore, cfg: TrainConfig, out: str | Path,
     report_progress(0.0, f"reading {len(ids)} patients")
     train_rec = [load_records(store, p) for p in tqdm(train_ids, desc="read", disable=not cfg.progress, leave=False)]
     val_rec = [load_records(store, p) for p in val_ids]
-    vocab, norms = build_vocabulary(train_rec)
+    vocab, norms = build_vocabulary(train_rec, cfg.spec)
     report_progress(0.05, "building features")
 
     images = sorted({str(p) for r in train_rec for n in r.nodes if n.type is NodeType.IMAGE
@@ -211,9 +211,9 @@ def train(store: GraphStore, cfg: TrainConfig, out: str | Path,
     spec = FeatureSpec(vocab, norms, image_dim=image_enc.dim)
     ae_mse = image_enc.fit([Path(p) for p in images], epochs=cfg.image_epochs, seed=cfg.seed) if images else float("nan")
 
-    train_ex = build_examples(train_rec, spec, cfg.origins_per_patient, cfg.horizon_days, cfg.seed, image_enc,
+    train_ex = build_examples(train_rec, spec, cfg.origins_per_patient, cfg.seed, image_enc,
                               cfg.change_origins_per_patient)
-    val_ex = build_examples(val_rec, spec, cfg.origins_per_patient, cfg.horizon_days, cfg.seed + 1, image_enc,
+    val_ex = build_examples(val_rec, spec, cfg.origins_per_patient, cfg.seed + 1, image_enc,
                             cfg.change_origins_per_patient)
     if not train_ex:
         raise TwinError("no training example: no patient has target-lab measurements before and after an origin")
@@ -236,8 +236,7 @@ def train(store: GraphStore, cfg: TrainConfig, out: str | Path,
     ckpt = _checkpoint_path(out)
     report = TrainReport(
         checkpoint=str(ckpt), n_train_patients=len(train_ids), n_val_patients=len(val_ids),
-        n_train_examples=len(train_ex), n_val_examples=len(val_ex), target_labs=vocab.target_labs,
-        drugs=vocab.drugs, event_kinds=vocab.event_kinds, n_images=len(images), image_ae_mse=ae_mse,
+        n_train_examples=len(train_ex), n_val_examples=len(val_ex), cohort_spec=vocab.cohort.to_dict(), n_images=len(images), image_ae_mse=ae_mse,
         members=reports, seconds=time.perf_counter() - started, seconds_per_epoch=train_s / max(epochs_run, 1),
         device=str(device), trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
         cohort={"store": _store_label(store.url), "patients": len(ids)})

@@ -53,7 +53,7 @@ def post_model(body: TrainRequest, key: CurrentKey, services: ServicesDep, jobs:
 @router.get(
     "/models",
     response_model=ModelList,
-    summary="The trained models: name, training cohort and date, targets, drugs.",
+    summary="The trained models: name, training cohort and date, cohort specification (targets, treatments, time scales).",
     dependencies=[Depends(require_scope("sim:run"))],
 )
 def get_models(services: ServicesDep) -> ModelList:

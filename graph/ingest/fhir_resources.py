@@ -8,28 +8,49 @@ Every resource that becomes a node needs an ``id`` and a ``subject`` that is a P
 | Patient | ``Patient`` (birth date, sex; deceased time as ``end``) | - / deceased | never |
 | Encounter | ``Encounter`` (class, type code) | period | entered-in-error |
 | Condition | ``Condition`` (clinical/verification status) | onset (else recordedDate) / abatement | entered-in-error, refuted |
-| MedicationRequest | ``Medication`` | authoredOn (else dosage bounds) / bounds or validity end | entered-in-error, cancelled |
-| MedicationAdministration | ``Medication`` | effective | entered-in-error, not-done |
-| MedicationStatement | ``Medication`` | effective (else dateAsserted) | entered-in-error, not-taken |
-| Procedure | ``Procedure`` | performed | entered-in-error, not-done |
+| MedicationRequest | ``Medication`` (dosing ``period``) | authoredOn (else dosage bounds) / bounds or validity end | entered-in-error, cancelled |
+| MedicationAdministration | ``Medication`` (dosing ``pulse`` or ``period``, below) | effective | entered-in-error, not-done |
+| MedicationStatement | ``Medication`` (likewise) | effective (else dateAsserted) | entered-in-error, not-taken |
+| Procedure | ``Procedure`` (dose from an extension, below) | performed | entered-in-error, not-done |
 | ImagingStudy | ``Image`` (modalities, body sites, files of Media ``partOf`` it) | started | entered-in-error |
 | Media | ``Image``, unless ``partOf`` an ImagingStudy of the same file (then its file is attached there) | created | not an image |
 | DiagnosticReport | ``Image`` only when it carries images (``media``, ``imagingStudy`` or an image ``presentedForm``) | effective (else issued) | no images |
 | Medication | none: read through ``medicationReference`` | | always |
+
+Doses are normalised here, so the feature builder reads one daily amount per treatment node:
+
+* ``value``/``unit``: the amount given per day on the days the node is active, in the canonical
+  unit of its kind (:func:`graph.units.dose_quantity`: mg, mg/m2, mg/kg, Gy, [iU], U, mmol,
+  meq, mL, or ``1`` for counts such as tablets and unit-less Synthea doses). For medications it
+  is the dose (``doseAndRate[0].doseQuantity``, an administration's ``dose``) times the
+  administrations per day of ``timing.repeat`` (frequency per period) or ``timing.code`` (BID,
+  Q8H, ...), default 1; rates (``rateQuantity``) are not read. A Procedure's dose is the first
+  dose ``valueQuantity`` of its extensions (one level deep: mCODE ``totalDoseDelivered`` in cGy
+  or Gy), spread evenly over a performed period longer than a day. No dose: ``value=None``.
+* ``dosing``: ``pulse`` (one administration at ``time``: an effectiveDateTime, a performed time,
+  a period ending within a day of its start, a procedure without an end) or ``period`` (the
+  daily amount over ``[time, end)``, ``end=None`` = ongoing: MedicationRequest, longer periods).
+* ``dose_recorded``: the dose as written, ``{"value", "unit", "per_day"}`` (``per_day``: the
+  factor from it to the daily amount).
+
+A dose unit that is not one of these kinds (``%``, ``mg/d``, ``mg/mL``, unknown spellings)
+refuses the file, naming the resource and the Quantity's ``code`` or ``unit`` field.
 
 Direct identifiers (names, addresses, telecom, identifiers, photos, contacts) are never read.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from core.errors import RecordError
 from graph.ingest.fhir_observation import map_molecular_sequence, map_observation
-from graph.ingest.fields import DICOM_DCM, LOINC, RXNORM, SNOMED, UCUM, Coding, Loc
+from graph.ingest.fields import DICOM_DCM, LOINC, PERIOD, PULSE, RXNORM, SNOMED, UCUM, Coding, Loc
 from graph.schema import Node, NodeType, Prop, Rel
-from graph.units import normalize_unit
+from graph.units import convert, dose_quantity
 
 if TYPE_CHECKING:
     from graph.ingest.fhir import FhirFile
@@ -37,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["MAPPERS", "collect_media_files"]
 
 _CONDITION_SYSTEMS = (SNOMED, "http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-10")
+_DAY = timedelta(days=1)
 
 
 def _status(loc: Loc, r: dict[str, Any]) -> str | None:
@@ -134,8 +156,21 @@ def _medication_coding(ff: FhirFile, r: dict[str, Any], loc: Loc) -> tuple[Codin
                                                  (RXNORM,)), None
 
 
-def _dose(loc: Loc, dosage: dict[str, Any], path: str) -> tuple[float | None, str | None, dict[str, Any]]:
-    """Dose quantity from a Dosage (``doseAndRate[0].doseQuantity``) or MedicationAdministration ``dose``."""
+def _quantity(loc: Loc, q: dict[str, Any], path: str) -> tuple[float | None, str | None, str]:
+    """Value and unit of a dose Quantity: its UCUM ``code``, else ``unit``, else any ``code``; and the unit's key."""
+    value = loc.num(q, "value", f"{path}.value")
+    code = loc.string(q, "code", f"{path}.code")
+    unit = loc.string(q, "unit", f"{path}.unit")
+    if code and (q.get("system") == UCUM or not unit):
+        return value, code, "code"
+    return value, unit, "unit"
+
+
+def _dose(loc: Loc, dosage: dict[str, Any], path: str) -> tuple[dict[str, Any] | None, str, dict[str, Any]]:
+    """The dose Quantity of a Dosage (``doseAndRate[i].doseQuantity``, an administration's ``dose``) and its path.
+
+    The third item holds the props read on the way: ``route`` and ``dose_range``.
+    """
     props: dict[str, Any] = {}
     route = loc.codeable(dosage, "route", f"{path}.route", (SNOMED,))
     if route is not None:
@@ -155,23 +190,84 @@ def _dose(loc: Loc, dosage: dict[str, Any], path: str) -> tuple[float | None, st
             ]
         if quantity is not None:
             break
-    if quantity is None:
-        return None, None, props
-    value = loc.num(quantity, "value", f"{qpath}.value")
-    if value is not None and value < 0:
-        raise loc.error(f"a dose cannot be negative, got {value!r}", f"{qpath}.value")
-    unit = loc.string(quantity, "code", f"{qpath}.code") if quantity.get("system") == UCUM else None
-    unit = unit or loc.string(quantity, "unit", f"{qpath}.unit")
-    return value, normalize_unit(unit), props
+    return quantity, qpath, props
+
+
+# Administrations per day of the HL7 timing abbreviations (GTSAbbreviation) in ``Timing.code``.
+_TIMING_CODES = {"QD": 1.0, "AM": 1.0, "PM": 1.0, "BED": 1.0, "BID": 2.0, "TID": 3.0, "QID": 4.0, "QOD": 0.5,
+                 "Q1H": 24.0, "Q2H": 12.0, "Q3H": 8.0, "Q4H": 6.0, "Q6H": 4.0, "Q8H": 3.0, "WK": 1 / 7, "MO": 12 / 365.25}
+_PERIOD_UNITS = ("s", "min", "h", "d", "wk", "mo", "a")
+
+
+def _per_day(loc: Loc, dosage: dict[str, Any], path: str) -> float:
+    """Administrations per day of a Dosage: ``timing.repeat`` frequency per period, else ``timing.code`` (BID), else 1.
+
+    A repeat with a frequency but neither period nor periodUnit counts per day.
+    """
+    timing = loc.obj(dosage, "timing", f"{path}.timing")
+    if timing is None:
+        return 1.0
+    rep = loc.obj(timing, "repeat", f"{path}.timing.repeat")
+    rpath = f"{path}.timing.repeat"
+    if rep is not None and any(k in rep for k in ("frequency", "period", "periodUnit")):
+        freq = loc.num(rep, "frequency", f"{rpath}.frequency")
+        period = loc.num(rep, "period", f"{rpath}.period")
+        unit = loc.string(rep, "periodUnit", f"{rpath}.periodUnit")
+        if freq is not None and freq <= 0:
+            raise loc.error(f"a frequency must be positive, got {freq!r}", f"{rpath}.frequency")
+        if period is not None and period <= 0:
+            raise loc.error(f"a period must be positive, got {period!r}", f"{rpath}.period")
+        if unit is None and period is not None:
+            raise loc.error("a period needs a periodUnit", f"{rpath}.periodUnit")
+        if unit is not None and unit not in _PERIOD_UNITS:
+            raise loc.error(f"periodUnit must be one of {', '.join(_PERIOD_UNITS)}, got {unit[:20]!r}",
+                            f"{rpath}.periodUnit")
+        per_day = (1.0 if freq is None else freq) * convert(1.0, "d", unit or "d") / (1.0 if period is None else period)
+        if not math.isfinite(per_day) or per_day == 0:
+            raise loc.error(f"frequency {freq!r} per {period!r} {unit} is not a usable rate", rpath)
+        return per_day
+    code = loc.codeable(timing, "code", f"{path}.timing.code")
+    return _TIMING_CODES.get((code.code or "").upper(), 1.0) if code else 1.0
+
+
+def _dose_props(loc: Loc, value: float, unit: str | None, path: str, unit_key: str, per_day: float,
+                props: dict[str, Any]) -> tuple[float, str]:
+    """The daily amount ``value * per_day`` of the Quantity at ``path`` in its canonical dose unit.
+
+    Records the dose as written in ``props``; a negative dose or a unit that is not a dose unit
+    is an error naming the Quantity's field.
+    """
+    if value < 0 or not math.isfinite(value * per_day):
+        why = "cannot be negative" if value < 0 else f"times {per_day:g} a day is not a finite number"
+        raise loc.error(f"a dose {why}, got {value!r}", f"{path}.value")
+    try:
+        amount, canonical = dose_quantity(value * per_day, unit)
+    except RecordError as exc:
+        raise loc.error(exc.reason, f"{path}.{unit_key}") from None
+    props[Prop.DOSE_RECORDED] = {"value": value, "unit": unit, "per_day": per_day}
+    return amount, canonical
+
+
+def _dosing(start: datetime | None, end: datetime | None) -> str:
+    """``pulse`` for a period that ends within a day of its start, ``period`` otherwise (open end = ongoing)."""
+    return PULSE if start is not None and end is not None and end - start <= _DAY else PERIOD
 
 
 def _medication(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc, rtype: str, *,
-                start: datetime | None, end: datetime | None, dosage: dict[str, Any] | None, dosage_path: str,
-                encounter_key: str) -> None:
+                start: datetime | None, end: datetime | None, dosing: str, dosage: dict[str, Any] | None,
+                dosage_path: str, encounter_key: str) -> None:
     pid = ff.patient_of(r, loc)
     coding, unresolved = _medication_coding(ff, r, loc)
-    value, unit, props = (None, None, {}) if dosage is None else _dose(loc, dosage, dosage_path)
-    props.update({"status": _status(loc, r), "resource_type": rtype, "medication_ref": unresolved})
+    value: float | None = None
+    unit: str | None = None
+    props: dict[str, Any] = {}
+    if dosage is not None:
+        quantity, qpath, props = _dose(loc, dosage, dosage_path)
+        raw, raw_unit, unit_key = _quantity(loc, quantity, qpath) if quantity is not None else (None, None, "")
+        if raw is not None:
+            value, unit = _dose_props(loc, raw, raw_unit, qpath, unit_key, _per_day(loc, dosage, dosage_path), props)
+    props.update({"status": _status(loc, r), "resource_type": rtype, "medication_ref": unresolved,
+                  Prop.DOSING: dosing})
     node = _node(NodeType.MEDICATION, rtype, rid, pid, start, end, coding, props, value, unit)
     ff.builder.event(node, encounter_id=ff.encounter_of(r, loc, encounter_key))
     for i, reason in enumerate(loc.objs(r, "reasonReference", "reasonReference")):
@@ -196,19 +292,25 @@ def map_medication_request(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) 
     dispense = loc.obj(r, "dispenseRequest", "dispenseRequest")
     if end is None and dispense is not None:
         end = loc.period(dispense, "validityPeriod", "dispenseRequest.validityPeriod")[1]
-    _medication(ff, r, rid, loc, "MedicationRequest", start=start, end=end,
+    _medication(ff, r, rid, loc, "MedicationRequest", start=start, end=end, dosing=PERIOD,
                 dosage=dosages[0] if dosages else None, dosage_path="dosageInstruction[0]", encounter_key="encounter")
+
+
+def _effective(loc: Loc, r: dict[str, Any]) -> tuple[datetime | None, datetime | None, str]:
+    """``effectiveDateTime`` (a pulse) or ``effectivePeriod`` (a pulse if it ends within a day, else a period)."""
+    start = loc.time(r, "effectiveDateTime", "effectiveDateTime")
+    if start is not None:
+        return start, None, PULSE
+    start, end = loc.period(r, "effectivePeriod", "effectivePeriod")
+    return start, end, _dosing(start, end)
 
 
 def map_medication_administration(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
     status = _status(loc, r)
     if status in ("entered-in-error", "not-done"):
         return ff.skip("MedicationAdministration", status)
-    start = loc.time(r, "effectiveDateTime", "effectiveDateTime")
-    end = None
-    if start is None:
-        start, end = loc.period(r, "effectivePeriod", "effectivePeriod")
-    _medication(ff, r, rid, loc, "MedicationAdministration", start=start, end=end,
+    start, end, dosing = _effective(loc, r)
+    _medication(ff, r, rid, loc, "MedicationAdministration", start=start, end=end, dosing=dosing,
                 dosage=loc.obj(r, "dosage", "dosage"), dosage_path="dosage", encounter_key="context")
 
 
@@ -216,14 +318,39 @@ def map_medication_statement(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc
     status = _status(loc, r)
     if status in ("entered-in-error", "not-taken"):
         return ff.skip("MedicationStatement", status)
-    start = loc.time(r, "effectiveDateTime", "effectiveDateTime")
-    end = None
-    if start is None:
-        start, end = loc.period(r, "effectivePeriod", "effectivePeriod")
+    start, end, dosing = _effective(loc, r)
     start = start or loc.time(r, "dateAsserted", "dateAsserted")
     dosages = loc.objs(r, "dosage", "dosage")
-    _medication(ff, r, rid, loc, "MedicationStatement", start=start, end=end,
+    _medication(ff, r, rid, loc, "MedicationStatement", start=start, end=end, dosing=dosing,
                 dosage=dosages[0] if dosages else None, dosage_path="dosage[0]", encounter_key="context")
+
+
+def _procedure_dose(loc: Loc, r: dict[str, Any]) -> tuple[float, str | None, str, str] | None:
+    """The first dose ``valueQuantity`` in ``extension`` or one level of nested ``extension``: value, unit, path, unit key.
+
+    A quantity in an extension whose url names a dose (mCODE ``...-dose-delivered-to-volume``,
+    ``totalDoseDelivered``) must be a dose; elsewhere quantities that are not doses, or are
+    bare counts, are passed over.
+    """
+    for i, ext in enumerate(loc.objs(r, "extension", "extension")):
+        url = loc.string(ext, "url", f"extension[{i}].url") or ""
+        candidates = [(ext, f"extension[{i}]", url)]
+        for j, sub in enumerate(loc.objs(ext, "extension", f"extension[{i}].extension")):
+            sub_url = loc.string(sub, "url", f"extension[{i}].extension[{j}].url") or ""
+            candidates.append((sub, f"extension[{i}].extension[{j}]", f"{url} {sub_url}"))
+        for e, path, urls in candidates:
+            q = loc.obj(e, "valueQuantity", f"{path}.valueQuantity")
+            value, unit, unit_key = _quantity(loc, q, f"{path}.valueQuantity") if q is not None else (None, None, "")
+            if value is None:
+                continue
+            if "dose" in urls.lower():
+                return value, unit, f"{path}.valueQuantity", unit_key
+            try:
+                if value >= 0 and dose_quantity(value, unit)[1] != "1":
+                    return value, unit, f"{path}.valueQuantity", unit_key
+            except RecordError:
+                continue
+    return None
 
 
 def map_procedure(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
@@ -235,9 +362,17 @@ def map_procedure(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> None:
     end = None
     if start is None:
         start, end = loc.period(r, "performedPeriod", "performedPeriod")
+    # a procedure is one event unless its period runs past a day; a dose then is the total over it
+    dosing = PERIOD if start is not None and end is not None and end - start > _DAY else PULSE
     coding = loc.codeable(r, "code", "code", (SNOMED,))
-    props = {"status": status, "body_site": loc.first_code(r, "bodySite", "bodySite")}
-    ff.builder.event(_node(NodeType.PROCEDURE, "Procedure", rid, pid, start, end, coding, props),
+    props: dict[str, Any] = {"status": status, "body_site": loc.first_code(r, "bodySite", "bodySite"),
+                             Prop.DOSING: dosing}
+    value, unit = None, None
+    dose = _procedure_dose(loc, r)
+    if dose is not None:
+        per_day = _DAY / (end - start) if dosing == PERIOD and start and end else 1.0
+        value, unit = _dose_props(loc, *dose, per_day, props)
+    ff.builder.event(_node(NodeType.PROCEDURE, "Procedure", rid, pid, start, end, coding, props, value, unit),
                      encounter_id=ff.encounter_of(r, loc))
 
 

@@ -26,6 +26,9 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 UCUM = "http://unitsofmeasure.org"
 DICOM_DCM = "http://dicom.nema.org/resources/ontology/DCM"
 
+#: Values of ``Prop.DOSING``: one administration at ``time``, or a daily amount over ``[time, end)``.
+PULSE, PERIOD = "pulse", "period"
+
 
 def content_id(obj: Any) -> str:
     """Deterministic id for a record without one: a hash of its canonical JSON."""

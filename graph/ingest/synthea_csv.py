@@ -7,7 +7,7 @@ One export folder (``patients.csv`` plus per-table files) is one batch. Tables a
 | patients | ``Patient`` (BIRTHDATE, GENDER; DEATHDATE as ``end``; no SSN/names/addresses) | ``Patient/{Id}`` |
 | encounters | ``Encounter`` (ENCOUNTERCLASS, CODE) | ``Encounter/{Id}`` |
 | conditions | ``Condition`` (START/STOP) | ``Condition/{row hash}`` |
-| medications | ``Medication`` (START/STOP; REASONCODE -> ``TREATS`` the patient's latest matching Condition started by then) | ``MedicationRequest/{row hash}`` |
+| medications | ``Medication`` (START/STOP, ``dosing: "period"``, no dose; REASONCODE -> ``TREATS`` the patient's latest matching Condition started by then) | ``MedicationRequest/{row hash}`` |
 | procedures | ``Procedure`` | ``Procedure/{row hash}`` |
 | observations | ``Lab``: TYPE ``numeric`` -> canonical-unit value, else ``value=None`` with ``props["value_string"]`` | ``Observation/{row hash}`` |
 | imaging_studies | ``Image`` (rows grouped by study Id: modalities, body sites, instances) | ``ImagingStudy/{Id}`` |
@@ -30,7 +30,7 @@ from typing import Any
 
 from core.errors import RecordError
 from graph.ingest.builder import BatchBuilder, ParsedFile
-from graph.ingest.fields import LOINC, RXNORM, SNOMED, content_id
+from graph.ingest.fields import LOINC, PERIOD, RXNORM, SNOMED, content_id
 from graph.schema import Node, NodeType, Prop, Rel
 from graph.timeutil import parse_fhir_time
 from graph.units import to_canonical
@@ -198,7 +198,8 @@ def _medication(ex: _Export, row: _Row) -> None:
     pid = ex.patient(row)
     start = row.time("START", True)
     dispenses = row.get("DISPENSES")
-    props: dict[str, Any] = {"reason_code": row.get("REASONCODE"), "resource_type": "MedicationRequest"}
+    props: dict[str, Any] = {"reason_code": row.get("REASONCODE"), "resource_type": "MedicationRequest",
+                             Prop.DOSING: PERIOD}
     if dispenses is not None:
         try:
             props["dispenses"] = int(float(dispenses))

@@ -1,7 +1,9 @@
-"""Built-in regimen plan files, one YAML file per condition of the synthetic cohort.
+"""Built-in regimen plan files: ``general`` (no treatment, continue current therapy) for any
+model, and example regimens of chronic disease (``diabetes``, ``hypertension``, ``lipids``).
 
-``diabetes``, ``hypertension``, ``lipids`` and ``general`` (no treatment, continue current
-therapy). Drug names resolve through the model's vocabulary and ``scenarios/drug_names.json``.
+The regimens name drugs by a word of their display names (``metformin``), which resolves only
+against a model whose training records name these drugs (e.g. one trained on the synthetic
+chronic cohort); against any other model they are refused, listing the treatments it knows.
 """
 
 from __future__ import annotations

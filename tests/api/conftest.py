@@ -138,7 +138,8 @@ def cohort(live: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Cohort
 def trained_model(live: LiveServer, cohort: Cohort) -> dict:
     """A small model trained through ``POST /v1/models`` (the job's final state, its name and the
     ``(progress, message)`` pairs seen while polling)."""
-    body = {"name": "tiny", "epochs": 2, "members": 2, "origins_per_patient": 2, "batch_size": 16, "horizon_days": 180}
+    body = {"name": "tiny", "epochs": 2, "members": 2, "origins_per_patient": 2, "batch_size": 16,
+            "spec": {"horizon_days": 180}}
     with live.client("admin") as c:
         r = c.post("/v1/models", json=body)
         assert r.status_code == 202, r.text

@@ -37,6 +37,10 @@ def test_train_job_runs_to_a_listed_model(live: LiveServer, trained_model: dict)
     assert entry["cohort"]["patients"] == trained_model["result"]["n_train_patients"] + trained_model["result"][
         "n_val_patients"]
     assert entry["cohort"]["store"] == "sqlite:store.db" and entry["trained_at"]
+    # the cohort specification: derived targets and treatments, the horizon the request set
+    spec = entry["spec"]
+    assert spec["scales"]["horizon_days"] == 180 and spec["targets"] and spec["treatments"]
+    assert all(t["transform"] in ("identity", "log1p", "positive") for t in spec["targets"])
     assert trained_model["result"]["checkpoint"] == trained_model["name"]
     assert str(live.settings.model_path) not in r.text and str(live.settings.store) not in r.text
     with live.client("admin") as c:
@@ -70,6 +74,8 @@ def test_job_errors(live: LiveServer) -> None:
         doc = assert_problem(c.post("/v1/models", json={"name": "../etc", "epochs": 1}), 422)
         assert doc["errors"][0]["field"] == "name"
         assert_problem(c.post("/v1/models", json={"epochs": 0}), 422)
+        doc = assert_problem(c.post("/v1/models", json={"name": "x", "spec": {"transforms": {"a": "sqrt"}}}), 422)
+        assert "transforms" in doc["detail"] or "sqrt" in doc["detail"]
     with live.client("sim") as c:
         assert_problem(c.post("/v1/models", json={"name": "x"}), 403)
         assert_problem(c.get("/v1/jobs/x"), 404)

@@ -12,18 +12,32 @@ import pytest
 from tests.api.conftest import Cohort, LiveServer
 from tests.api.helpers import assert_problem
 
-PLANS = [
-    {"name": "no treatment", "baseline": "none"},
-    {"name": "metformin", "baseline": "none",
-     "actions": [{"drug": "metformin", "dose": 1000, "unit": "mg", "frequency": "bid", "start": 0}]},
-    {"name": "current", "baseline": "current"},
-]
-
 
 @pytest.fixture(scope="module")
 def pid(cohort: Cohort, trained_model: dict) -> str:
     assert trained_model["status"] == "succeeded", trained_model
     return cohort.patient_ids[0]
+
+
+@pytest.fixture(scope="module")
+def treatment(live: LiveServer, pid: str) -> dict:
+    """The tiny model's first treatment input as the model listing describes it (code, name, kind, unit)."""
+    with live.client("sim") as c:
+        models = c.get("/v1/models").json()["models"]
+    spec = next(m for m in models if m["name"] == "tiny")["spec"]
+    assert spec["treatments"], spec
+    return dict(spec["treatments"][0])
+
+
+@pytest.fixture(scope="module")
+def plans(treatment: dict) -> list[dict]:
+    """No treatment, the model's first treatment by its name in the records, and current therapy."""
+    return [
+        {"name": "no treatment", "baseline": "none"},
+        {"name": "treated", "baseline": "none",
+         "actions": [{"treatment": treatment["name"] or treatment["code"], "dose": 1000, "frequency": "bid"}]},
+        {"name": "current", "baseline": "current"},
+    ]
 
 
 def test_forecast(live: LiveServer, pid: str) -> None:
@@ -49,14 +63,14 @@ def test_forecast_as_of_moves_the_origin(live: LiveServer, pid: str) -> None:
     assert doc["origin"] <= "2019-09-01T00:00:00Z"
 
 
-def test_scenarios_compare_and_rank(live: LiveServer, pid: str) -> None:
-    body = {"model": "tiny", "plans": PLANS, "horizon_days": 180, "n_samples": 16,
+def test_scenarios_compare_and_rank(live: LiveServer, pid: str, plans: list[dict]) -> None:
+    body = {"model": "tiny", "plans": plans, "horizon_days": 180, "n_samples": 16,
             "objective": "minimise HbA1c at 180d", "thresholds": [{"lab": "HbA1c", "op": ">", "value": 8}]}
     with live.client("sim") as c:
         r = c.post(f"/v1/twins/{pid}/scenarios", json=body)
     assert r.status_code == 200, r.text
     doc = r.json()
-    assert doc["plans"] == [p["name"] for p in PLANS] and doc["reference"] == "no treatment"
+    assert doc["plans"] == [p["name"] for p in plans] and doc["reference"] == "no treatment"
     ref = next(row for row in doc["results"] if row["plan"] == "no treatment")
     for lab in ref["labs"].values():  # the reference differs from itself by exactly zero
         assert all(v["diff_vs_reference"]["median"] == 0 for v in lab["at_day"].values())
@@ -65,27 +79,53 @@ def test_scenarios_compare_and_rank(live: LiveServer, pid: str) -> None:
     assert 0.0 <= ranking["p_top_is_best"] <= 1.0
 
 
-def test_scenario_errors_name_the_plan(live: LiveServer, pid: str) -> None:
-    unknown = {"name": "mystery", "actions": [{"drug": "unobtainium", "dose": 1, "unit": "mg"}]}
+def test_scenario_errors_name_the_plan(live: LiveServer, pid: str, plans: list[dict], treatment: dict) -> None:
+    unknown = {"name": "mystery", "actions": [{"treatment": "unobtainium", "dose": 1}]}
+    other_unit = "Gy" if treatment["unit"] != "Gy" else "mg"
+    wrong_unit = {"name": "wrong unit", "actions": [{"treatment": treatment["code"], "dose": 1, "unit": other_unit}]}
     with live.client("sim") as c:
         doc = assert_problem(c.post(f"/v1/twins/{pid}/scenarios", json={"model": "tiny", "plans": [unknown]}), 422)
-        assert doc["plan"]["plan"] == "mystery"
+        assert doc["plan"]["plan"] == "mystery" and doc["plan"]["field"] == "actions[0].treatment"
+        assert "unknown treatment 'unobtainium'" in doc["plan"]["reason"]
+        assert f"({treatment['code']})" in doc["plan"]["reason"], "the known treatments are listed by name and code"
+        doc = assert_problem(c.post(f"/v1/twins/{pid}/scenarios", json={"model": "tiny", "plans": [wrong_unit]}), 422)
+        assert doc["plan"]["field"] == "actions[0].unit" and f"{other_unit!r}" in doc["plan"]["reason"]
+        assert f"{treatment['unit']!r}" in doc["plan"]["reason"]
         doc = assert_problem(c.post(f"/v1/twins/{pid}/scenarios",
-                                    json={"model": "tiny", "plans": [PLANS[0], PLANS[0]]}), 422)
+                                    json={"model": "tiny", "plans": [plans[0], plans[0]]}), 422)
         assert "unique" in doc["detail"]
         doc = assert_problem(c.post(f"/v1/twins/{pid}/scenarios", json={
             "model": "tiny", "plans": [{"name": "neg", "actions": [{"drug": "metformin", "dose": -5}]}]}), 422)
         assert any("dose" in e["field"] for e in doc["errors"])
         assert_problem(c.post(f"/v1/twins/{pid}/scenarios",
-                              json={"model": "tiny", "plans": PLANS, "objective": "make it better"}), 422)
+                              json={"model": "tiny", "plans": plans, "objective": "make it better"}), 422)
 
 
-def test_twin_404s_and_scopes(live: LiveServer, pid: str) -> None:
+def test_plans_take_schedules_units_and_the_old_drug_key(live: LiveServer, pid: str, treatment: dict) -> None:
+    name = treatment["name"] or treatment["code"]
+    body = {"model": "tiny", "horizon_days": 60, "n_samples": 2, "plans": [
+        {"name": "old key", "actions": [{"drug": name, "dose": 1000}]},
+        {"name": "weekly", "actions": [{"treatment": treatment["code"], "dose": 1000, "unit": treatment["unit"],
+                                        "every": 7, "times": 4}]},
+        {"name": "twice", "actions": [{"treatment": name, "dose": 1000, "at": [0, 30]}]}]}
+    with live.client("sim") as c:
+        r = c.post(f"/v1/twins/{pid}/scenarios", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["plans"] == ["old key", "weekly", "twice"]
+    action = httpx.get(f"{live.url}/openapi.json").json()["components"]["schemas"]["Action"]
+    props = action["properties"]
+    assert {"treatment", "dose", "unit", "frequency", "start", "stop", "every", "times", "at"} <= set(props)
+    assert action["additionalProperties"] is False and action["required"] == ["treatment"]
+    assert all(props[k].get("description") for k in ("treatment", "unit", "every", "times", "at"))
+    assert props["every"]["anyOf"][0]["minimum"] == 1 and props["times"]["anyOf"][0]["maximum"] == 3650
+
+
+def test_twin_404s_and_scopes(live: LiveServer, pid: str, plans: list[dict]) -> None:
     with live.client("sim") as c:
         assert "unknown-model" in assert_problem(
             c.post(f"/v1/twins/{pid}/forecast", json={"model": "nope"}), 404)["type"]
         assert_problem(c.post("/v1/twins/nobody/forecast", json={"model": "tiny"}), 404)
-        assert_problem(c.post("/v1/twins/nobody/scenarios", json={"model": "tiny", "plans": PLANS}), 404)
+        assert_problem(c.post("/v1/twins/nobody/scenarios", json={"model": "tiny", "plans": plans}), 404)
     with live.client("reader") as c:
         assert_problem(c.post(f"/v1/twins/{pid}/forecast", json={"model": "tiny"}), 403)
 
@@ -106,10 +146,10 @@ def _wait_job(c, job_id: str, timeout_s: float = 120.0) -> dict:  # noqa: ANN001
         time.sleep(0.1)
 
 
-def test_fewer_samples_than_members(live: LiveServer, pid: str) -> None:
+def test_fewer_samples_than_members(live: LiveServer, pid: str, plans: list[dict]) -> None:
     """The tiny model has 2 members; one sample is a valid request (it used to crash)."""
     with live.client("sim") as c:
-        r = c.post(f"/v1/twins/{pid}/scenarios", json={"model": "tiny", "plans": PLANS, "horizon_days": 60,
+        r = c.post(f"/v1/twins/{pid}/scenarios", json={"model": "tiny", "plans": plans, "horizon_days": 60,
                                                        "n_samples": 1, "objective": "minimise HbA1c at 60d"})
         assert r.status_code == 200, r.text
         assert r.json()["n_samples"] == 1
@@ -149,7 +189,7 @@ def test_schema_and_behaviour_agree_on_types_and_ranges(live: LiveServer, pid: s
             doc = assert_problem(c.post(f"/v1/twins/{pid}/forecast", json={"model": "tiny", "as_of": as_of}), 422)
             assert doc["errors"][0]["field"] == "as_of"
         for dose in ("1000", True):
-            plan = {"name": "x", "actions": [{"drug": "metformin", "dose": dose}]}
+            plan = {"name": "x", "actions": [{"treatment": "metformin", "dose": dose}]}
             doc = assert_problem(c.post(f"/v1/twins/{pid}/scenarios", json={"model": "tiny", "plans": [plan]}), 422)
             assert "dose" in doc["errors"][0]["field"]
     schema = httpx.get(f"{live.url}/openapi.json").json()["components"]["schemas"]["ForecastRequest"]
@@ -157,8 +197,8 @@ def test_schema_and_behaviour_agree_on_types_and_ranges(live: LiveServer, pid: s
     assert as_of["pattern"].startswith("^(18|") and as_of["format"] == "date-time"
 
 
-def test_scenario_job_reports_progress_and_its_result(live: LiveServer, pid: str) -> None:
-    body = {"model": "tiny", "plans": PLANS, "horizon_days": 180, "n_samples": 8}
+def test_scenario_job_reports_progress_and_its_result(live: LiveServer, pid: str, plans: list[dict]) -> None:
+    body = {"model": "tiny", "plans": plans, "horizon_days": 180, "n_samples": 8}
     with live.client("sim") as c:
         r = c.post(f"/v1/twins/{pid}/scenarios/jobs", json=body)
         assert r.status_code == 202, r.text

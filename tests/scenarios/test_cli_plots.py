@@ -79,7 +79,9 @@ def test_cli_simulates_ranks_and_plots_a_stored_twin(toy_dir: Path, treated_twin
         "plans:\n"
         "  - {name: keep, baseline: current}\n"
         "  - {name: stop, baseline: current, actions: [{action: stop, drug: D1, start: 0}]}\n"
-        "  - {name: double, actions: [{drug: D1, dose: 1, unit: g, frequency: bid}]}\n")
+        "  - {name: double, actions: [{treatment: D1, dose: 1, unit: g, frequency: bid}]}\n"
+        "  - {name: weekly, actions: [{treatment: D1, dose: 2000, unit: mg, every: 7, times: 4}, "
+        "{treatment: D1, dose: 1, unit: g, at: [3, 40]}]}\n")
     png = tmp_path / "traj.png"
     args = ["simulate", treated_twin.patient_id, "--plan", str(plans), "--horizon", "120d",
             "--model", "toy", "--models", str(toy_dir / "models"), "--store", f"sqlite:///{toy_dir / 'toy.db'}",
@@ -88,11 +90,11 @@ def test_cli_simulates_ranks_and_plots_a_stored_twin(toy_dir: Path, treated_twin
     r = CliRunner().invoke(app, [*args, "--json"])
     assert r.exit_code == 0, r.output[-2000:]
     doc = json.loads(r.stdout)
-    assert doc["ok"] and doc["plans"] == ["keep", "stop", "double"] and doc["reference"] == "keep"
+    assert doc["ok"] and doc["plans"] == ["keep", "stop", "double", "weekly"] and doc["reference"] == "keep"
     rows = doc["patients"][0]["plans"]
     assert set(rows[0]["labs"]["T1"]["at_day"]) == {"90", "100"}
     assert "T1 < 6" in rows[1]["thresholds"]
-    assert sorted(e["plan"] for e in doc["ranking"]["plans"]) == ["double", "keep", "stop"]
+    assert sorted(e["plan"] for e in doc["ranking"]["plans"]) == ["double", "keep", "stop", "weekly"]
     assert 0 < doc["ranking"]["p_top_is_best"] <= 1
     assert png.read_bytes()[:4] == b"\x89PNG"
     table = CliRunner().invoke(app, args)

@@ -9,24 +9,22 @@ import pytest
 import torch
 
 from core.errors import PlanError
-from scenarios.drugs import DrugCatalog
 from scenarios.plan import Action, TreatmentPlan
 from scenarios.result import Threshold
 from scenarios.simulate import prepare, simulate
 from twin.features import dose_schedule
 
-CAT = DrugCatalog()  # toy drug codes are used verbatim
 CONT, NONE = TreatmentPlan.continue_current(), TreatmentPlan.no_treatment()
-HIGH = TreatmentPlan(name="D1 2000", actions=(Action(drug="D1", dose=2000),))
+HIGH = TreatmentPlan(name="D1 2000", actions=(Action(treatment="D1", dose=2000),))
 
 
 def test_continue_current_reproduces_the_factual_forecast(treated_twin) -> None:
     tw = treated_twin
-    res = simulate(tw, [NONE, CONT], 180, n_samples=1, seed=0, catalog=CAT, observation_noise=False,
+    res = simulate(tw, [NONE, CONT], 180, n_samples=1, seed=0, observation_noise=False,
                    sample_latent=False)
     spec = tw.model.spec
     factual = dose_schedule(tw.current_plan(), spec.vocab, spec.norms, 181)
-    run = prepare(tw, [NONE, CONT], 180, catalog=CAT)
+    run = prepare(tw, [NONE, CONT], 180)
     assert torch.equal(run.doses[0, 1], factual)
     member = tw.model.members[0]
     with torch.no_grad():
@@ -41,8 +39,8 @@ def test_continue_current_reproduces_the_factual_forecast(treated_twin) -> None:
 @pytest.mark.parametrize("day", [56, 126])
 def test_plans_differing_after_day_d_agree_before_it(toy_twins, treated_twin, day) -> None:
     change = TreatmentPlan(name="stop D1 later", baseline="current",
-                           actions=(Action(action="stop", drug="D1", start=day),))
-    res = simulate(toy_twins, [CONT, change], 240, n_samples=4, seed=3, catalog=CAT, query_days=list(range(241)))
+                           actions=(Action(action="stop", treatment="D1", start=day),))
+    res = simulate(toy_twins, [CONT, change], 240, n_samples=4, seed=3, query_days=list(range(241)))
     x = res.lab_samples
     np.testing.assert_array_equal(x[..., : day + 1, :, ][:, :, 0], x[..., : day + 1, :][:, :, 1])
     i = res.patients.index(treated_twin.patient_id)
@@ -52,16 +50,16 @@ def test_plans_differing_after_day_d_agree_before_it(toy_twins, treated_twin, da
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(toy_twins) -> None:
-    a = simulate(toy_twins[:3], [CONT, HIGH], 90, n_samples=6, seed=11, catalog=CAT)
-    b = simulate(toy_twins[:3], [CONT, HIGH], 90, n_samples=6, seed=11, catalog=CAT)
-    c = simulate(toy_twins[:3], [CONT, HIGH], 90, n_samples=6, seed=12, catalog=CAT)
+    a = simulate(toy_twins[:3], [CONT, HIGH], 90, n_samples=6, seed=11)
+    b = simulate(toy_twins[:3], [CONT, HIGH], 90, n_samples=6, seed=11)
+    c = simulate(toy_twins[:3], [CONT, HIGH], 90, n_samples=6, seed=12)
     np.testing.assert_array_equal(a.lab_samples, b.lab_samples)
     assert not np.array_equal(a.lab_samples, c.lab_samples)
 
 
 def test_one_batch_equals_plans_run_alone_and_samples_are_paired(toy_twins) -> None:
-    both = simulate(toy_twins[:2], [CONT, HIGH, NONE], 120, n_samples=4, seed=5, catalog=CAT)
-    alone = simulate(toy_twins[:2], [HIGH], 120, n_samples=4, seed=5, catalog=CAT)
+    both = simulate(toy_twins[:2], [CONT, HIGH, NONE], 120, n_samples=4, seed=5)
+    alone = simulate(toy_twins[:2], [HIGH], 120, n_samples=4, seed=5)
     np.testing.assert_allclose(both.lab_samples[:, :, 1], alone.lab_samples[:, :, 0], rtol=1e-5, atol=1e-5)
     # day 0: every plan starts from the same sampled state, so all plans agree sample by sample
     np.testing.assert_allclose(both.lab_samples[:, :, 0, 0], both.lab_samples[:, :, 2, 0], atol=1e-5)
@@ -70,7 +68,7 @@ def test_one_batch_equals_plans_run_alone_and_samples_are_paired(toy_twins) -> N
 
 def test_shapes_summaries_and_differences(treated_twin) -> None:
     th = Threshold("T1", "<", 6.5)
-    res = simulate(treated_twin, [CONT, NONE, HIGH], 365, n_samples=8, seed=0, catalog=CAT, thresholds=[th])
+    res = simulate(treated_twin, [CONT, NONE, HIGH], 365, n_samples=8, seed=0, thresholds=[th])
     S, N, P, T, L = res.lab_samples.shape
     assert (S, N, P, L) == (8, 1, 3, len(res.labs)) and res.times[-1] == 365 and 90.0 in res.times
     assert res.risk_samples is not None and res.risk_samples.shape[:3] == (8, 1, 3)
@@ -88,38 +86,67 @@ def test_shapes_summaries_and_differences(treated_twin) -> None:
     assert res.to_dict()["patients"][0]["patient_id"] == treated_twin.patient_id
 
 
-def test_flags_fire_on_unknown_drugs_and_extreme_doses(treated_twin) -> None:
-    unknown = TreatmentPlan(name="new drug", actions=(Action(drug="999999", dose=10),))
-    extreme = TreatmentPlan(name="mega dose", actions=(Action(drug="D1", dose=50, unit="g"),))
-    res = simulate(treated_twin, [CONT, unknown, extreme], 60, n_samples=2, seed=0, catalog=CAT)
-    kinds = {(f.plan, f.kind) for f in res.flags}
-    assert kinds == {("new drug", "unknown_drug"), ("mega dose", "dose_out_of_range")}
-    assert res.summary()[2]["flags"][0]["dose_mg_per_day"] == 50000
-    with pytest.raises(PlanError, match="never seen by the model"):
-        simulate(treated_twin, [CONT, unknown], 60, n_samples=2, seed=0, catalog=CAT, strict=True)
-    with pytest.raises(PlanError, match="far outside the training range"):
-        simulate(treated_twin, [extreme], 60, n_samples=2, seed=0, catalog=CAT, strict=True)
-    ok = simulate(treated_twin, [CONT, HIGH], 60, n_samples=2, seed=0, catalog=CAT, strict=True)
+def test_extreme_doses_are_flagged_in_the_treatments_unit(treated_twin) -> None:
+    extreme = TreatmentPlan(name="mega dose", actions=(Action(treatment="D1", dose=50, unit="g"),))
+    res = simulate(treated_twin, [CONT, extreme], 60, n_samples=2, seed=0)
+    assert [(f.plan, f.kind, f.treatment, f.unit) for f in res.flags] == [("mega dose", "dose_out_of_range", "D1", "mg")]
+    flag = res.summary()[1]["flags"][0]
+    assert flag["daily_dose"] == 50000 and "50000 mg/day" in flag["message"]
+    with pytest.raises(PlanError, match="far outside the training range") as ei:
+        simulate(treated_twin, [extreme], 60, n_samples=2, seed=0, strict=True)
+    assert ei.value.field == "actions[0]"
+    ok = simulate(treated_twin, [CONT, HIGH], 60, n_samples=2, seed=0, strict=True)
     assert ok.flags == []
+
+
+def test_unknown_treatments_are_refused_listing_the_models_own(treated_twin) -> None:
+    for strict in (False, True):
+        with pytest.raises(PlanError, match=r"unknown treatment '999999'.*known: D1") as ei:
+            simulate(treated_twin, [CONT, TreatmentPlan(name="new drug", actions=(Action(treatment="999999", dose=10),))],
+                     60, n_samples=2, seed=0, strict=strict)
+        assert ei.value.plan == "new drug" and ei.value.field == "actions[0].treatment"
+
+
+def test_a_guardrail_flags_a_treatment_resolved_against_another_model(treated_twin) -> None:
+    from scenarios.guardrails import check_plan
+    from scenarios.treatments import TreatmentCatalog
+    from twin.spec import Treatment
+
+    spec = treated_twin.model.spec
+    other = TreatmentCatalog([Treatment("RT", "Radiotherapy", "procedure", "Gy")])
+    rp = TreatmentPlan(name="rt", actions=(Action(treatment="radiotherapy", dose=2, at=(0.0,)),)).resolve(other)
+    (flag,) = check_plan(rp, spec.vocab, spec.norms)
+    assert flag.kind == "unknown_treatment" and flag.unit == "Gy" and "Radiotherapy (RT)" in flag.message
+
+
+def test_pulses_act_on_their_day_only(treated_twin) -> None:
+    weekly = TreatmentPlan(name="weekly", actions=(Action(treatment="D1", dose=1000, every=7, times=3),))
+    run = prepare(treated_twin, [NONE, weekly], 30)
+    spec = treated_twin.model.spec
+    j = spec.vocab.treatment("D1")
+    col = run.doses[0, 1, :, j].numpy()
+    expect = np.zeros(31, np.float32)
+    expect[[0, 7, 14]] = 1000 / spec.norms.dose_scale["D1"]
+    np.testing.assert_allclose(col, expect)
 
 
 def test_bad_requests_are_plan_errors(treated_twin) -> None:
     with pytest.raises(PlanError, match="unique"):
-        simulate(treated_twin, [CONT, CONT], 30, catalog=CAT)
+        simulate(treated_twin, [CONT, CONT], 30)
     with pytest.raises(PlanError, match="horizon"):
-        simulate(treated_twin, [CONT], 0, catalog=CAT)
+        simulate(treated_twin, [CONT], 0)
     with pytest.raises(PlanError, match="reference plan"):
-        simulate(treated_twin, [CONT], 30, catalog=CAT, reference="nope")
-    with pytest.raises(PlanError, match="unknown drug"):
-        simulate(treated_twin, [TreatmentPlan(name="x", actions=(Action(drug="snake oil", dose=1),))], 30, catalog=CAT)
+        simulate(treated_twin, [CONT], 30, reference="nope")
+    with pytest.raises(PlanError, match="unknown treatment"):
+        simulate(treated_twin, [TreatmentPlan(name="x", actions=(Action(treatment="snake oil", dose=1),))], 30)
 
 
 def test_prepare_builds_one_dose_tensor_for_all_pairs(toy_twins) -> None:
-    run = prepare(toy_twins, [CONT, NONE, HIGH], 100, catalog=CAT)
+    run = prepare(toy_twins, [CONT, NONE, HIGH], 100)
     assert tuple(run.doses.shape[:3]) == (len(toy_twins), 3, 101)
     assert torch.all(run.doses[:, 1] == 0)
     spec = toy_twins[0].model.spec
-    j = spec.vocab.drug("D1")
+    j = spec.vocab.treatment("D1")
     np.testing.assert_allclose(run.doses[:, 2, :, j].numpy(), 2000 / spec.norms.dose_scale["D1"])
 
 
@@ -138,20 +165,20 @@ def _with_members(tw, k: int):  # noqa: ANN001, ANN202
 def test_fewer_samples_than_members(treated_twin, n_samples: int) -> None:
     """Members beyond the sample count solve nothing (this used to raise from torch.arange)."""
     three = _with_members(treated_twin, 3)
-    res = simulate(three, [CONT, NONE], 90, n_samples=n_samples, seed=2, catalog=CAT)
+    res = simulate(three, [CONT, NONE], 90, n_samples=n_samples, seed=2)
     assert res.lab_samples.shape[0] == n_samples
     # sample s comes from member s mod M: the first two samples use the same members as with 2
-    two = simulate(treated_twin, [CONT, NONE], 90, n_samples=n_samples, seed=2, catalog=CAT)
+    two = simulate(treated_twin, [CONT, NONE], 90, n_samples=n_samples, seed=2)
     np.testing.assert_allclose(res.lab_samples, two.lab_samples, rtol=1e-6, atol=1e-6)
 
 
 def test_chunked_solves_give_the_same_numbers_and_checkpoints(toy_twins, monkeypatch) -> None:
     sim = importlib.import_module("scenarios.simulate")  # the package exports a function of that name
 
-    whole = simulate(toy_twins[:2], [CONT, HIGH, NONE], 200, n_samples=6, seed=4, catalog=CAT)
+    whole = simulate(toy_twins[:2], [CONT, HIGH, NONE], 200, n_samples=6, seed=4)
     monkeypatch.setattr(sim, "CHUNK_STATE_ELEMENTS", 1)  # one sample per solve
     seen: list[float] = []
-    chunked = simulate(toy_twins[:2], [CONT, HIGH, NONE], 200, n_samples=6, seed=4, catalog=CAT,
+    chunked = simulate(toy_twins[:2], [CONT, HIGH, NONE], 200, n_samples=6, seed=4,
                        on_progress=lambda f, m: seen.append(f))
     np.testing.assert_allclose(chunked.lab_samples, whole.lab_samples, rtol=1e-5, atol=1e-5)
     assert len(seen) == 6 + 1 and seen == sorted(seen) and seen[-1] == 1.0
@@ -172,7 +199,7 @@ def test_a_raising_progress_callback_stops_the_run(toy_twins, monkeypatch) -> No
 
     monkeypatch.setattr(sim, "CHUNK_STATE_ELEMENTS", 1)
     with pytest.raises(Stop):
-        simulate(toy_twins[:1], [CONT], 60, n_samples=8, seed=0, catalog=CAT, on_progress=stop_at_third)
+        simulate(toy_twins[:1], [CONT], 60, n_samples=8, seed=0, on_progress=stop_at_third)
     assert len(calls) == 3
 
 

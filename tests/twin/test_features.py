@@ -30,8 +30,8 @@ from twin.features import (
     load_records,
     node_dims,
 )
-from twin.features.hetero import LEVEL_DAYS, TREND_DAYS
 from twin.features.vocab import Normalisers, Vocabulary, build_vocabulary
+from twin.spec import CohortSpec, Target, Treatment
 
 EXTERNAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "external" / "synthea-fhir"
 
@@ -46,7 +46,7 @@ def cohort(toy_store: SQLiteStore):
 def test_vocabulary_comes_from_data(cohort) -> None:
     _, spec = cohort
     assert spec.vocab.target_labs == ["N9", "T1", "T2"]
-    assert spec.vocab.drugs == ["D1"]
+    assert spec.vocab.treatments == ["D1"]
     assert spec.vocab.genes == ["<unk>", "GX"]
     assert spec.vocab.event_kinds == ["hospitalisation"]
     assert spec.norms.dose_scale["D1"] == 1000.0
@@ -90,18 +90,20 @@ def test_graph_shapes_and_anchor(cohort) -> None:
     j = spec.vocab.target("T1")
     assert g["patient"].anchor[0, j].item() == pytest.approx(spec.norms.lab("T1", last_t1.value), rel=1e-5)
     assert g["patient"].anchor_mask[0, j].item() == 1.0
-    # level: the exp(-age / LEVEL_DAYS)-weighted mean of every T1 value so far; n_obs its log-count
+    # level: the exp(-age / level_days)-weighted mean of every T1 value so far; n_obs its log-count
+    sc = spec.vocab.cohort.scales
     past = [n for n in rec.nodes if n.type is NodeType.LAB and n.code == "T1" and n.time <= t0]
-    w = np.array([math.exp(-days_between(n.time, t0) / LEVEL_DAYS) for n in past])
+    w = np.array([math.exp(-days_between(n.time, t0) / sc.level_days) for n in past])
     v = np.array([spec.norms.lab("T1", n.value) for n in past])
     assert len(past) >= 2 and g["patient"].level[0, j].item() == pytest.approx(float((w * v).sum() / w.sum()), rel=1e-4)
     assert g["patient"].n_obs[0, j].item() == pytest.approx(math.log1p(len(past)), rel=1e-5)
-    # trend: least-squares slope (per year) of the last TREND_DAYS of values, a patient feature
+    # trend: least-squares slope (per horizon) of the last trend_days of values, a patient feature
     n_t = spec.vocab.n_targets
-    recent = [n for n in past if days_between(n.time, t0) <= TREND_DAYS]
-    x = np.array([-days_between(n.time, t0) / 365.0 for n in recent])
+    recent = [n for n in past if days_between(n.time, t0) <= sc.trend_days]
+    x = np.array([-days_between(n.time, t0) / sc.horizon_days for n in recent])
     y = np.array([spec.norms.lab("T1", n.value) for n in recent])
-    expect = float(np.clip(np.polyfit(x, y, 1)[0], -3, 3)) if len(x) >= 3 and np.ptp(x) * 365 >= 90 else 0.0
+    expect = (float(np.clip(np.polyfit(x, y, 1)[0], -3, 3))
+              if len(x) >= 3 and np.ptp(x) * sc.horizon_days >= sc.trend_min_days else 0.0)
     assert expect != 0.0 and g["patient"].x[0, 4 + 5 * n_t + j].item() == pytest.approx(expect, rel=1e-4)
     # every lab node time encoding is at or before the origin (dt/365 <= 0)
     assert (g["lab"].x[:, 1] <= 0).all()
@@ -132,7 +134,7 @@ def test_targets_and_collate_masks(cohort) -> None:
     exs = [build_example(r, t0, spec, 365) for r in recs[:6] for t0 in choose_origins(r, spec.vocab, 2, rng)]
     for ex in exs:
         assert ((ex.targets.t > 0) & (ex.targets.t <= 365)).all()
-        assert ex.doses.shape == (366, spec.vocab.n_drugs)
+        assert ex.doses.shape == (366, spec.vocab.n_treatments)
     b = collate(exs)
     assert b.obs_t.shape == b.obs_mask.shape == b.obs_y.shape
     assert b.obs_mask.sum().item() == sum(len(e.targets.t) for e in exs)
@@ -142,7 +144,7 @@ def test_targets_and_collate_masks(cohort) -> None:
 
 
 def test_dose_schedule_known_answer() -> None:
-    vocab = Vocabulary(target_labs=["X"], drugs=["A", "B"])
+    vocab = Vocabulary(cohort=CohortSpec(targets=(Target("X"),), treatments=(Treatment("A"), Treatment("B"))))
     norms = Normalisers(dose_scale={"A": 1000.0, "B": 10.0})
     u = dose_schedule([DoseAction("A", 500, start_day=10, stop_day=20, per_day=2), DoseAction("B", 5, start_day=-3)],
                       vocab, norms, 30)

@@ -17,6 +17,7 @@ from twin.features import FeatureSpec, build_graph, choose_origins, load_records
 from twin.features.vocab import build_vocabulary
 from twin.model import LatentDynamics, ModelConfig, TwinModel, solve
 from twin.model.checkpoint import TwinEnsemble
+from twin.spec import TimeScales
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,9 @@ def _randomise_vector_field(model: TwinModel) -> None:
 
 def test_model_config_validates() -> None:
     with pytest.raises(ValueError, match="step_days"):
-        ModelConfig(step_days=0)
+        TimeScales(step_days=0)
+    with pytest.raises(ValueError, match="at least twice"):
+        TimeScales(step_days=7, time_unit_days=10)
     with pytest.raises(ValueError, match="solver"):
         ModelConfig(solver="dopri5x")
 
@@ -49,7 +52,7 @@ def test_rollout_shapes_and_plans_in_one_solve(setup) -> None:
     _, spec, model, graphs = setup
     _randomise_vector_field(model)
     batch = Batch.from_data_list(graphs)
-    p, k, d = len(graphs), 3, spec.vocab.n_drugs
+    p, k, d = len(graphs), 3, spec.vocab.n_treatments
     doses = torch.zeros(p * k, 366, d)
     doses[1::k, :, 0] = 1.0  # plan 1 of each patient: the drug at its usual dose
     doses[2::k, :, 0] = 2.0  # plan 2: double dose
@@ -77,13 +80,33 @@ def test_pk_filter_matches_closed_form() -> None:
     b, u = 2, torch.tensor([[1.0], [3.0]])
     field.set_inputs(u.view(b, 1, 1).expand(b, 200, 1).contiguous(), torch.zeros(b, 1))
     grid = torch.arange(0, 181, 1.0)
-    y0 = torch.zeros(b, 2 + 1 + 1)
+    y0 = torch.zeros(b, 2 + 1 + 1 + 1)  # z, e, Lambda, c
     with torch.no_grad():
         states = solve(field, y0, grid, step_days=1.0, method="rk4")
     k = field.pk_rate.item()
     expected = u.view(1, b) * (1 - torch.exp(-k * grid.view(-1, 1) / 30.0))
     assert torch.allclose(states[:, :, 2], expected, atol=1e-4)
     assert torch.allclose(states[:, :, :2], torch.zeros_like(states[:, :, :2]))  # z stays put
+    # the accumulated response c is the integral of e / (e + EC50)
+    r = expected / (expected + field.ec50.item())
+    integral = torch.cumulative_trapezoid(r, grid / 30.0, dim=0)
+    assert torch.allclose(states[1:, :, 4], integral, atol=2e-3)
+
+
+def test_exposure_at_origin_filters_the_dose_history_exactly() -> None:
+    """Yesterday's pulse still acts today: e0 is the per-day PK recursion over the history."""
+    field = LatentDynamics(latent=2, n_drugs=2, static=1, n_events=0, hidden=4, time_unit_days=3.0)
+    hist = torch.zeros(1, 6, 2)
+    hist[0, 4, 0] = 2.0  # a pulse two days before the origin (index 5 is the day before it)
+    hist[0, :, 1] = 1.5  # continuous therapy: steady state
+    a = torch.exp(-field.pk_rate / 3.0)
+    e = hist[0, 0].clone()
+    for d in range(6):
+        e = a * e + (1 - a) * hist[0, d]
+    with torch.no_grad():
+        got = field.exposure0(hist)[0]
+    assert torch.allclose(got, e, atol=1e-6)
+    assert got[1].item() == pytest.approx(1.5, abs=1e-6) and 0 < got[0].item() < 2.0
 
 
 def test_z0_does_not_see_records_after_origin(setup, tmp_path) -> None:
@@ -122,7 +145,7 @@ def test_same_code_path_on_every_device(setup, device: str) -> None:
     m.load_state_dict(model.state_dict())
     m.to(dev).eval()
     batch = Batch.from_data_list(graphs)
-    doses = torch.ones(len(graphs), 100, spec.vocab.n_drugs)
+    doses = torch.ones(len(graphs), 100, spec.vocab.n_treatments)
     t = torch.tensor([0.0, 30.0, 90.0])
     with torch.no_grad():
         ref = model.rollout(batch, doses, t)
@@ -153,7 +176,7 @@ def test_direct_treatment_pathway_acts_with_lag_and_saturation(setup) -> None:
     m = TwinEnsemble.build_member(ModelConfig(), spec).eval()  # zero-initialised vector field: z stays put
     with torch.no_grad():
         m.effect_bias[0, 0] = -1.0
-    p, d = len(graphs), spec.vocab.n_drugs
+    p, d = len(graphs), spec.vocab.n_treatments
     doses = torch.zeros(2 * p, 400, d)
     doses[1::2, :, 0] = 2.0  # plan 1 of each patient: twice the usual dose of drug 0 from day 0
     t = torch.tensor([0.0, 7.0, 30.0, 90.0, 365.0])

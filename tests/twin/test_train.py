@@ -33,7 +33,7 @@ def test_tiny_cohort_is_overfit_well_below_last_value(toy_store: SQLiteStore, tm
     report = train(toy_store, cfg, tmp_path / "tiny.pt", patient_ids=ids)
     ens = TwinEnsemble.load(tmp_path / "tiny.pt")
     recs = [load_records(toy_store, p) for p in ids]
-    exs = build_examples(recs, ens.spec, cfg.origins_per_patient, cfg.horizon_days, cfg.seed, ens.image_encoder,
+    exs = build_examples(recs, ens.spec, cfg.origins_per_patient, cfg.seed, ens.image_encoder,
                           cfg.change_origins_per_patient)
     assert len(exs) == report.n_train_examples
     model_mse = evaluate_loss(ens.members[0], exs, cfg, torch.device("cpu"))["lab_mse"]
@@ -71,7 +71,8 @@ def test_training_is_seeded_and_checkpoint_is_complete(toy_store: SQLiteStore, t
     assert a.train_config["epochs"] == 2 and a.model_config.latent > 0
     report = json.loads((tmp_path / "a.report.json").read_text())
     assert report["n_train_patients"] + report["n_val_patients"] == 10
-    assert report["target_labs"] == r1.target_labs
+    assert report["cohort_spec"] == r1.cohort_spec == a.cohort.to_dict()  # the spec is saved and reloaded
+    assert [t["code"] for t in report["cohort_spec"]["targets"]] == a.spec.vocab.target_labs
     assert not list(tmp_path.glob(".*.tmp")), "no temporary checkpoint files are left behind"
     # progress: monotone from 0 to 1, one report per epoch of each member, no patient ids in messages
     fracs = [f for f, _ in steps]
@@ -99,5 +100,5 @@ def test_examples_only_use_patients_own_records(toy_store: SQLiteStore) -> None:
     from twin.features.vocab import build_vocabulary
 
     vocab, norms = build_vocabulary(recs)
-    exs = build_examples(recs, FeatureSpec(vocab, norms), 3, 365, seed=0)
+    exs = build_examples(recs, FeatureSpec(vocab, norms), 3, seed=0)
     assert exs and all(ex.graph["patient"].node_id == [f"Patient/{ex.patient_id}"] for ex in exs)

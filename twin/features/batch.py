@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ __all__ = ["Example", "ExampleBatch", "build_example", "collate"]
 @dataclass
 class Example:
     """One patient seen from one origin: its as-of graph, the actual doses after the origin
-    (``[horizon+1, n_drugs]``), and what happened (labels)."""
+    (``[horizon+1, n_treatments]``), and what happened (labels)."""
 
     patient_id: str
     t0: datetime
@@ -53,13 +54,13 @@ class ExampleBatch:
         return int(self.doses.shape[0])
 
 
-def build_example(full: PatientRecords, t0: datetime, spec: FeatureSpec, horizon_days: int,
+def build_example(full: PatientRecords, t0: datetime, spec: FeatureSpec, horizon_days: float,
                   image_embed: ImageEmbedder | None = None) -> Example:
     """Example of origin ``t0`` from a patient's full records: the graph sees ``full.cut(t0)``
     only; doses and labels come from the full records."""
     graph = build_graph(full.cut(t0), t0, spec, image_embed)
-    doses = dose_schedule(actions_from_records(full, t0, spec.vocab), spec.vocab, spec.norms, horizon_days + 1,
-                          strict=False)
+    doses = dose_schedule(actions_from_records(full, t0, spec.vocab), spec.vocab, spec.norms,
+                          math.ceil(horizon_days) + 1, strict=False)
     return Example(full.patient_id, t0, graph, doses, build_targets(full, t0, spec.vocab, spec.norms, horizon_days))
 
 

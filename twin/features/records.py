@@ -24,6 +24,7 @@ __all__ = [
     "death_time",
     "gene_symbol",
     "image_path",
+    "is_pulse",
     "load_records",
     "sex_of",
 ]
@@ -128,13 +129,24 @@ def gene_symbol(variant: Node, genes: dict[str, str] | None = None) -> str | Non
     return v if isinstance(v, str) else None
 
 
-def daily_dose(med: Node) -> float:
-    """Daily dose of a Medication in its unit (the stored dose); 1.0 if undosed.
+def daily_dose(node: Node) -> float:
+    """Amount per day of a Medication or Procedure in its canonical unit (the value ingest
+    stores: dose x administrations per day); 1.0 if undosed.
 
-    Records without a dose (common in Synthea) count as one unit per day, so "on the drug"
-    still reaches the model as an input.
+    Records without a dose (common in Synthea, and most procedures) count as one unit per
+    day, so "on the drug" or "had the procedure" still reaches the model as an input.
     """
-    return float(med.value) if med.value is not None else 1.0
+    return float(node.value) if node.value is not None else 1.0
+
+
+def is_pulse(node: Node) -> bool:
+    """Whether a Medication or Procedure record is one administration at a time (a pulse that
+    acts on its own day) rather than therapy over a period (``Prop.DOSING``, set at ingest).
+    A procedure without that property is a pulse, a medication a period."""
+    dosing = node.props.get(Prop.DOSING)
+    if dosing in ("pulse", "period"):
+        return dosing == "pulse"
+    return node.type is NodeType.PROCEDURE
 
 
 def image_path(image: Node) -> Path | None:

@@ -43,7 +43,7 @@ def _end_of_followup(records: PatientRecords) -> datetime | None:
 
 
 def build_targets(records: PatientRecords, t0: datetime, vocab: Vocabulary, norms: Normalisers,
-                  horizon_days: int) -> Targets:
+                  horizon_days: float) -> Targets:
     """Labels of origin ``t0`` from ``records`` (which should hold the future, i.e. not be cut)."""
     ts, labs, ys = [], [], []
     for n in records.nodes:
@@ -63,9 +63,10 @@ def build_targets(records: PatientRecords, t0: datetime, vocab: Vocabulary, norm
     death = death_time(patient) if patient is not None else None
     dt_death = days_between(t0, death) if death is not None else math.inf
     firsts: dict[str, float] = {}
+    wanted = set(vocab.event_kinds)
     for n in records.nodes:
         kind = event_kind_of(n)
-        if kind and n.time is not None:
+        if kind in wanted and n.time is not None:
             dt = days_between(t0, n.time)
             if 0.0 < dt < firsts.get(kind, math.inf):
                 firsts[kind] = dt
@@ -107,7 +108,7 @@ def choose_origins(records: PatientRecords, vocab: Vocabulary, k: int, rng: rand
 def change_origins(records: PatientRecords, vocab: Vocabulary, k: int, rng: random.Random,
                    window_days: float = 180.0, min_history: int = 1) -> list[datetime]:
     """Up to ``k`` origins just before treatment changes: for each start or stop of one of the
-    model's drugs, the last valid origin (see :func:`choose_origins`) within ``window_days``
+    model's treatments (a pulse is a start), the last valid origin (see :func:`choose_origins`) within ``window_days``
     before it.
 
     Training examples from random origins rarely contain a change of therapy after the
@@ -119,7 +120,8 @@ def change_origins(records: PatientRecords, vocab: Vocabulary, k: int, rng: rand
     cands = _origin_candidates(records, vocab, min_history)
     if not cands or k < 1:
         return []
-    changes = sorted({t for n in records.nodes if n.type is NodeType.MEDICATION and vocab.drug(n.code) is not None
+    changes = sorted({t for n in records.nodes
+                      if n.type in (NodeType.MEDICATION, NodeType.PROCEDURE) and vocab.treatment(n.code) is not None
                       for t in (n.time, n.end) if t is not None})
     picked = set()
     for tc in changes:

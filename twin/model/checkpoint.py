@@ -21,10 +21,13 @@ from twin.features.hetero import FeatureSpec, node_dims
 from twin.features.vocab import Normalisers, Vocabulary
 from twin.image_encoder import ImageEncoder
 from twin.model.twin_model import TwinModel
+from twin.spec import CohortSpec
 
 __all__ = ["CHECKPOINT_FORMAT", "TwinEnsemble", "load_model"]
 
-CHECKPOINT_FORMAT = "patient-twin/model@3"  # @2: lab levels, counts, trends; @3: first-order image statistics
+# @2: lab levels, counts, trends; @3: first-order image statistics; @4: cohort specification
+# (targets with transforms, treatments incl. procedures, time scales), dose history, rate pathway
+CHECKPOINT_FORMAT = "patient-twin/model@4"
 
 
 @dataclass
@@ -42,8 +45,13 @@ class TwinEnsemble:
     @staticmethod
     def build_member(cfg: ModelConfig, spec: FeatureSpec) -> TwinModel:
         v = spec.vocab
-        return TwinModel(cfg, node_dims(spec), len(v.concepts), len(v.genes), v.n_targets, v.n_drugs,
-                         len(v.event_kinds))
+        return TwinModel(cfg, v.cohort.scales, node_dims(spec), len(v.concepts), len(v.genes), v.n_targets,
+                         v.n_treatments, len(v.event_kinds))
+
+    @property
+    def cohort(self) -> CohortSpec:
+        """The cohort specification the members were trained on (targets, treatments, scales)."""
+        return self.spec.vocab.cohort
 
     @property
     def device(self) -> torch.device:
@@ -92,7 +100,8 @@ class TwinEnsemble:
             raise ModelError(f"model checkpoint {path} cannot be read: {exc}") from exc
         if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
             found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-            raise ModelError(f"model checkpoint {path}: expected format {CHECKPOINT_FORMAT!r}, found {found!r}")
+            raise ModelError(f"model checkpoint {path}: expected format {CHECKPOINT_FORMAT!r}, found {found!r}; "
+                             "retrain it with this version (twin train)")
         cfg = ModelConfig(**doc["model_config"])
         spec = FeatureSpec(Vocabulary.from_dict(doc["vocab"]), Normalisers.from_dict(doc["normalisers"]),
                            **doc["feature_spec"])

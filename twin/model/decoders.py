@@ -14,7 +14,11 @@ class LabDecoder(nn.Module):
     The mean is the last observed value (the encoder's per-lab anchor, 0 when never measured)
     plus a learned function of the latent state and of the lab's history summary (its
     recency-weighted level and number of values: one noisy last value is a poor estimate of a
-    level that several values pin down), so the latent carries the *change*.
+    level that several values pin down), so the latent carries the *change*. That change has
+    a learned scale per lab (1 at initialisation): where a target barely moves between
+    observations relative to its spread over the cohort (a tumour volume from one day to the
+    next), the scale shrinks, so the network's residual noise does not swamp a precise last
+    value.
 
     Shapes:
         z ``[..., latent]``, s ``[..., static]``, anchor/anchor_mask/level/n_obs ``[..., L]`` ->
@@ -26,6 +30,7 @@ class LabDecoder(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(latent + static + 4 * n_labs, hidden), nn.GELU(),
                                  nn.Linear(hidden, 2 * n_labs))
+        self.log_scale = nn.Parameter(torch.zeros(n_labs))
         self.min_logvar, self.max_logvar = min_logvar, max_logvar
         self.n_labs = n_labs
 
@@ -35,4 +40,4 @@ class LabDecoder(nn.Module):
         out = self.net(torch.cat([z, s, a, anchor_mask, (level - anchor) * anchor_mask, n_obs], dim=-1))
         delta, raw = out.split(self.n_labs, dim=-1)
         logvar = self.min_logvar + (self.max_logvar - self.min_logvar) * torch.sigmoid(raw)
-        return a + delta, logvar
+        return a + delta * torch.exp(self.log_scale), logvar

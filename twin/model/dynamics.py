@@ -1,7 +1,8 @@
 """Latent dynamics with treatment inputs: ``dz/dt = f(z, r(e(t)), s)`` plus PK exposure and hazards.
 
-The ODE state of each trajectory is ``[z (latent), e (one exposure per drug), Lambda (one
-cumulative hazard per event kind), g (one effect compartment per target lab and drug)]``:
+The ODE state of each trajectory is ``[z (latent), e (one exposure per treatment), Lambda (one
+cumulative hazard per event kind), c (one cumulative response per treatment), g (one effect
+compartment per target and treatment)]``:
 
 * ``de/dt = k * (u(t) - e)``: a one-compartment PK filter per drug with a learned rate ``k``,
   so the piecewise-constant daily dose ``u(t)`` (looked up in the dose-schedule tensor)
@@ -11,11 +12,19 @@ cumulative hazard per event kind), g (one effect compartment per target lab and 
   instead of extrapolating linearly;
 * ``dLambda/dt = h(z, s)``: event hazards, so survival ``S(t) = exp(-Lambda(t))`` comes out
   of the same solve;
+* ``dc/dt = r(e)``: the accumulated response of each treatment; the decoder adds a learned
+  gain times ``c(t)`` to every target: the lasting effect of a treatment that changes a
+  target's *rate* (chemotherapy and radiotherapy shrink a tumour, and the shrinkage stays
+  after the drug is gone);
 * ``dg/dt = k_e * (r(e) - g)``: per (lab, drug) effect compartments with learned rates ``k_e``
   driven by the saturating (Emax) response ``r(e) = e / (e + EC50)`` of each drug. The lab
   decoder adds a learned gain times ``g(t) - g(0)`` to every lab (the direct, easily learned
-  treatment pathway; labs respond with their own lag, e.g. potassium within days, HbA1c over
-  weeks). With ``n_labs=0`` there are no such states.
+  level pathway: the effect goes when the drug goes; labs respond with their own lag, e.g.
+  potassium within days, HbA1c over weeks). With ``n_labs=0`` there are no such states.
+
+The exposure at the origin is not assumed to be at steady state: :meth:`LatentDynamics.exposure0`
+runs the recorded daily doses of the days before the origin through the same PK filter
+(exactly, as the doses are constant within a day), so yesterday's chemotherapy still acts today.
 
 A whole batch (patients x plans) is one ``torchdiffeq.odeint`` call on one time grid.
 """
@@ -39,7 +48,7 @@ class LatentDynamics(nn.Module):
 
     Shapes:
         doses (set by :meth:`set_inputs`): ``[B, T_days, D]``; static ``[B, S]``.
-        state ``y``: ``[B, latent + D + K + L * D]`` (``L = n_labs`` effect compartments per drug).
+        state ``y``: ``[B, latent + D + K + D + L * D]`` (``L = n_labs`` effect compartments per treatment).
     """
 
     def __init__(self, latent: int, n_drugs: int, static: int, n_events: int, hidden: int,
@@ -82,9 +91,21 @@ class LatentDynamics(nn.Module):
         e = e.clamp(min=0.0)
         return e / (e + self.ec50)
 
-    def effect_state0(self, dose0: Tensor) -> Tensor:
-        """Steady-state effect compartments ``[B, L * D]`` for the current doses ``[B, D]``."""
-        return self.response(dose0).unsqueeze(1).expand(-1, self.n_labs, -1).reshape(dose0.shape[0], -1)
+    def effect_state0(self, e0: Tensor) -> Tensor:
+        """Steady-state effect compartments ``[B, L * D]`` for the exposures ``[B, D]`` at the origin."""
+        return self.response(e0).unsqueeze(1).expand(-1, self.n_labs, -1).reshape(e0.shape[0], -1)
+
+    def exposure0(self, dose_hist: Tensor) -> Tensor:
+        """Exposure ``[B, D]`` at the origin after the daily doses ``dose_hist`` ``[B, H, D]`` of
+        the ``H`` days before it (oldest first), starting at steady state with the oldest day's
+        dose. Exact for doses constant within a day: ``e <- a e + (1 - a) u`` per day with
+        ``a = exp(-k x 1 day)``."""
+        h = dose_hist.shape[1]
+        if h == 0:
+            return dose_hist.new_zeros(dose_hist.shape[0], self.n_drugs)
+        a = torch.exp(-self.pk_rate / self.time_unit_days)  # [D] per-day retention
+        powers = a.unsqueeze(0) ** torch.arange(h - 1, -1, -1, device=a.device, dtype=a.dtype).unsqueeze(1)  # [H, D]
+        return dose_hist[:, 0] * a ** h + ((1 - a) * powers * dose_hist).sum(1)
 
     def set_inputs(self, doses: Tensor, static: Tensor) -> None:
         """Bind the dose schedule ``[B, T, D]`` and static context ``[B, S]`` for the next solve."""
@@ -108,10 +129,10 @@ class LatentDynamics(nn.Module):
         de = self.pk_rate * (u - e)
         dlam = self.hazard_rate(z, self._static)
         if not self.n_labs:
-            return torch.cat([dz, de, dlam], dim=-1)
-        g = y[:, self.latent + self.n_drugs + self.n_events:].view(-1, self.n_labs, self.n_drugs)
+            return torch.cat([dz, de, dlam, r], dim=-1)
+        g = y[:, self.latent + 2 * self.n_drugs + self.n_events:].view(-1, self.n_labs, self.n_drugs)
         dg = self.effect_rate * (r.unsqueeze(1) - g)
-        return torch.cat([dz, de, dlam, dg.flatten(1)], dim=-1)
+        return torch.cat([dz, de, dlam, r, dg.flatten(1)], dim=-1)
 
 
 def solve(field: LatentDynamics, y0: Tensor, grid_days: Tensor, step_days: float, method: str = "rk4") -> Tensor:

@@ -14,6 +14,7 @@ from twin.features.batch import ExampleBatch
 from twin.model.decoders import LabDecoder
 from twin.model.dynamics import LatentDynamics, solve
 from twin.model.hetero_encoder import HeteroPatientEncoder
+from twin.spec import TimeScales
 
 __all__ = ["Encoded", "Rollout", "TwinModel", "interpolate_states"]
 
@@ -22,7 +23,8 @@ __all__ = ["Encoded", "Rollout", "TwinModel", "interpolate_states"]
 class Encoded:
     """Encoder output per graph: posterior ``mu``/``logvar`` ``[B, latent]``, static ``s``,
     lab anchors ``anchor``/``anchor_mask``, recency-weighted levels ``level`` and value counts
-    ``n_obs`` ``[B, L]`` and current doses ``dose0`` ``[B, D]``."""
+    ``n_obs`` ``[B, L]`` and the daily doses of the days before the origin ``dose_hist``
+    ``[B, H, D]``."""
 
     mu: Tensor
     logvar: Tensor
@@ -31,14 +33,14 @@ class Encoded:
     anchor_mask: Tensor
     level: Tensor
     n_obs: Tensor
-    dose0: Tensor
+    dose_hist: Tensor
 
     def repeat(self, k: int) -> Encoded:
         """Each row repeated ``k`` times consecutively (patients x plans, plan index fastest)."""
         if k == 1:
             return self
         return Encoded(*(getattr(self, f).repeat_interleave(k, dim=0)
-                         for f in ("mu", "logvar", "s", "anchor", "anchor_mask", "level", "n_obs", "dose0")))
+                         for f in ("mu", "logvar", "s", "anchor", "anchor_mask", "level", "n_obs", "dose_hist")))
 
 
 @dataclass
@@ -74,16 +76,20 @@ def interpolate_states(grid: Tensor, states: Tensor, tq: Tensor) -> Tensor:
 class TwinModel(nn.Module):
     r"""Graph encoder + latent neural ODE driven by dose schedules + lab and hazard decoders.
 
-    Treatments reach the labs two ways: through the latent vector field ``f(z, r(e), s)`` and
-    through a direct pathway, ``gain_ld * (g_ld(t) - g_ld(0))`` added to each lab's mean,
-    where ``g`` are the dynamics' (lab, drug) effect compartments and
-    ``gain_ld = b_ld + w_ld * anchor_l``. The direct pathway has two parameters per (lab, drug)
-    besides the rates, so the effect of starting or stopping a drug is learned from the few
-    on/off transitions a cohort has; the anchor term lets an effect scale with the lab's own
-    level (a statin's proportional LDL drop is larger from a higher LDL).
+    Treatments reach the targets three ways: through the latent vector field ``f(z, r(e), s)``;
+    through a level pathway, ``gain_ld * (g_ld(t) - g_ld(0))`` added to each target's mean,
+    where ``g`` are the dynamics' (target, treatment) effect compartments and
+    ``gain_ld = b_ld + w_ld * anchor_l + (W s)_ld``; and through a rate pathway,
+    ``rate_ld * c_d(t)`` with ``c`` the accumulated response and ``rate_ld = q_ld + (V s)_ld``.
+    The direct pathways have few parameters per (target, treatment) besides the rates, so the
+    effect of starting or stopping a drug is learned from the few on/off transitions a cohort
+    has; the anchor term lets an effect scale with the target's own level (a statin's
+    proportional LDL drop is larger from a higher LDL), and the static context ``s`` lets it
+    differ between patients (the encoder sees how each one responded before).
 
     Args:
-        cfg (ModelConfig): sizes and solver step.
+        cfg (ModelConfig): sizes and solver.
+        scales (TimeScales): the cohort's time scales (solver step, time unit).
         dims (dict[str, int]): node feature widths (:func:`twin.features.node_dims`).
         n_concepts, n_genes, n_labs, n_drugs, n_events (int): vocabulary sizes.
 
@@ -93,26 +99,32 @@ class TwinModel(nn.Module):
         ro.mean  # [B, Q, n_labs]
     """
 
-    def __init__(self, cfg: ModelConfig, dims: dict[str, int], n_concepts: int, n_genes: int, n_labs: int,
-                 n_drugs: int, n_events: int) -> None:
+    def __init__(self, cfg: ModelConfig, scales: TimeScales, dims: dict[str, int], n_concepts: int, n_genes: int,
+                 n_labs: int, n_drugs: int, n_events: int) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.scales = cfg, scales
         self.n_labs, self.n_drugs, self.n_events = n_labs, n_drugs, n_events
         self.encoder = HeteroPatientEncoder(dims, n_concepts, n_genes, cfg.hidden, cfg.latent, cfg.static, cfg.layers)
-        self.dynamics = LatentDynamics(cfg.latent, n_drugs, cfg.static, n_events, cfg.ode_hidden, cfg.time_unit_days,
+        self.dynamics = LatentDynamics(cfg.latent, n_drugs, cfg.static, n_events, cfg.ode_hidden, scales.time_unit_days,
                                        n_labs=n_labs)
         self.decoder = LabDecoder(cfg.latent, cfg.static, n_labs, cfg.ode_hidden, cfg.min_logvar, cfg.max_logvar)
-        # direct treatment pathway: per (lab, drug) gain b + w * anchor; zero at initialisation,
-        # so an untrained model's forecasts come from the latent alone
+        # direct treatment pathways, zero at initialisation (an untrained model's forecasts come
+        # from the latent alone): level gain b + w * anchor + W s, rate gain q + V s
         self.effect_bias = nn.Parameter(torch.zeros(n_labs, n_drugs))
         self.effect_slope = nn.Parameter(torch.zeros(n_labs, n_drugs))
+        self.rate_bias = nn.Parameter(torch.zeros(n_labs, n_drugs))
+        self.effect_context = nn.Linear(cfg.static, n_labs * n_drugs, bias=False)
+        self.rate_context = nn.Linear(cfg.static, n_labs * n_drugs, bias=False)
+        for lin in (self.effect_context, self.rate_context):
+            nn.init.zeros_(lin.weight)
 
-    def gain_parameters(self) -> list[nn.Parameter]:
-        """The direct pathway's gains (L1-penalised in training: most drugs move few labs)."""
-        return [self.effect_bias, self.effect_slope]
+    def gain_parameters(self) -> list[Tensor]:
+        """The direct pathways' gains (L1-penalised in training: most treatments move few targets)."""
+        return [self.effect_bias, self.effect_slope, self.rate_bias, self.effect_context.weight,
+                self.rate_context.weight]
 
-    def treatment_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the direct treatment pathway (gains, PK and effect rates, EC50s): few
+    def treatment_parameters(self) -> list[Tensor]:
+        """Parameters of the direct treatment pathways (gains, PK and effect rates, EC50s): few
         and far from their zero/neutral start, so training may give them a larger step."""
         d = self.dynamics
         return [*self.gain_parameters(), d.pk_logit, d.effect_logit, d.ec50_raw]
@@ -123,11 +135,11 @@ class TwinModel(nn.Module):
         h = self.encoder.embed(graphs) if h0 is None else h0
         mu, logvar, s = self.encoder.propagate(h, graphs)
         p = graphs["patient"]
-        return Encoded(mu, logvar, s, p.anchor, p.anchor_mask, p.level, p.n_obs, p.dose0)
+        return Encoded(mu, logvar, s, p.anchor, p.anchor_mask, p.level, p.n_obs, p.dose_hist)
 
     # ---------------------------------------------------------------- solve
     def _grid(self, horizon_days: float, device: torch.device) -> Tensor:
-        step = self.cfg.step_days
+        step = self.scales.step_days
         n = max(int(math.ceil(horizon_days / step)), 1)
         return torch.arange(n + 1, device=device, dtype=torch.float32) * step
 
@@ -137,32 +149,36 @@ class TwinModel(nn.Module):
         if doses.shape[0] != b:
             raise ValueError(f"dose schedule has {doses.shape[0]} rows but there are {b} trajectories")
         grid = self._grid(horizon_days, z0.device)
-        y0 = torch.cat([z0, enc.dose0, z0.new_zeros(b, self.n_events), self.dynamics.effect_state0(enc.dose0)], dim=-1)
+        e0 = self.dynamics.exposure0(enc.dose_hist)
+        y0 = torch.cat([z0, e0, z0.new_zeros(b, self.n_events + self.n_drugs), self.dynamics.effect_state0(e0)], dim=-1)
         self.dynamics.set_inputs(doses, enc.s)
-        return grid, solve(self.dynamics, y0, grid, self.cfg.step_days, self.cfg.solver)
+        return grid, solve(self.dynamics, y0, grid, self.scales.step_days, self.cfg.solver)
 
     def decode(self, enc: Encoded, states: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``states`` ``[B, M, N]`` -> lab mean, logvar ``[B, M, L]``, cum hazard ``[B, M, K]``, z, exposure."""
         lat, d, k = self.cfg.latent, self.n_drugs, self.n_events
-        z, e, lam, g = (states[..., :lat], states[..., lat: lat + d], states[..., lat + d: lat + d + k],
-                        states[..., lat + d + k:])
+        z, e, lam = states[..., :lat], states[..., lat: lat + d], states[..., lat + d: lat + d + k]
+        c, g = states[..., lat + d + k: lat + 2 * d + k], states[..., lat + 2 * d + k:]
         m = states.shape[1]
         rep = lambda x: x.unsqueeze(1).expand(-1, m, -1)  # noqa: E731
         mean, logvar = self.decoder(z, rep(enc.s), rep(enc.anchor), rep(enc.anchor_mask), rep(enc.level),
                                     rep(enc.n_obs))
-        return mean + self.treatment_effect(enc, g), logvar, lam, z, e
+        return mean + self.treatment_effect(enc, c, g), logvar, lam, z, e
 
-    def treatment_effect(self, enc: Encoded, g: Tensor) -> Tensor:
-        """Direct-pathway change of every lab ``[B, M, L]`` (standardised) from the effect
-        compartments ``g`` ``[B, M, L * D]``: ``sum_d gain[l, d] * (g_ld(t) - g_ld(0))``."""
+    def treatment_effect(self, enc: Encoded, c: Tensor, g: Tensor) -> Tensor:
+        """Direct-pathway change of every target ``[B, M, L]`` (standardised) from the accumulated
+        responses ``c`` ``[B, M, D]`` and effect compartments ``g`` ``[B, M, L * D]``:
+        ``sum_d rate[l, d] * c_d(t) + gain[l, d] * (g_ld(t) - g_ld(0))``."""
         b, m = g.shape[:2]
         n_l, d = self.n_labs, self.n_drugs
         if not n_l or not d:
             return g.new_zeros(b, m, n_l)
         a = enc.anchor * enc.anchor_mask
-        gain = (self.effect_bias + self.effect_slope * a.unsqueeze(-1)).view(b, 1, n_l, d)
-        g0 = self.dynamics.effect_state0(enc.dose0).view(b, 1, n_l, d)
-        return (gain * (g.view(b, m, n_l, d) - g0)).sum(-1)
+        gain = (self.effect_bias + self.effect_slope * a.unsqueeze(-1)
+                + self.effect_context(enc.s).view(b, n_l, d)).view(b, 1, n_l, d)
+        rate = (self.rate_bias + self.rate_context(enc.s).view(b, n_l, d)).view(b, 1, n_l, d)
+        g0 = self.dynamics.effect_state0(self.dynamics.exposure0(enc.dose_hist)).view(b, 1, n_l, d)
+        return (gain * (g.view(b, m, n_l, d) - g0) + rate * c.unsqueeze(2)).sum(-1)
 
     def rollout(self, graphs: Batch, doses: Tensor, t_query: Tensor, *, eps: Tensor | None = None) -> Rollout:
         r"""Forecast every graph under every dose schedule in one ODE solve.
@@ -182,7 +198,7 @@ class TwinModel(nn.Module):
         enc = enc.repeat(doses.shape[0] // p)
         z0 = enc.mu if eps is None else enc.mu + torch.exp(0.5 * enc.logvar) * eps
         horizon = float(t_query.max().item()) if t_query.numel() else 0.0
-        grid, states = self.solve_latent(enc, z0, doses, max(horizon, self.cfg.step_days))
+        grid, states = self.solve_latent(enc, z0, doses, max(horizon, self.scales.step_days))
         tq = t_query.to(grid).unsqueeze(0).expand(z0.shape[0], -1)
         mean, logvar, lam, z, e = self.decode(enc, interpolate_states(grid, states, tq))
         return Rollout(t_query, mean, logvar, lam, z, e)
