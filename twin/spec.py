@@ -218,8 +218,8 @@ class CohortSpec:
             f"targets: {tg}",
             f"treatments: {tr}",
             f"events: {', '.join(self.events) or 'none'}",
-            f"time scales: step {s.step_days:g} d, time unit {s.time_unit_days:g} d, horizon {s.horizon_days:g} d, "
-            f"level window {s.level_days:g} d, trend window {s.trend_days:g} d",
+            f"time scales: step {s.step_days:.3g} d, time unit {s.time_unit_days:.3g} d, horizon {s.horizon_days:.3g} d, "
+            f"level window {s.level_days:.3g} d, trend window {s.trend_days:.3g} d",
         ])
 
 
