@@ -352,6 +352,8 @@ class TrainRequest(_Strict):
     batch_size: int = Field(_TRAIN.batch_size, ge=1, le=1024, strict=True)
     origins_per_patient: int = Field(_TRAIN.origins_per_patient, ge=1, le=64, strict=True)
     patience: int = Field(_TRAIN.patience, ge=1, le=100, strict=True)
+    early_stopping: Literal["loss", "lab_mse"] = Field(
+        _TRAIN.early_stopping, description="Validation score that picks the kept weights: the full loss or the targets' squared error.")
     seed: int = Field(_TRAIN.seed, ge=0, le=2**31 - 1, strict=True)
     spec: SpecRequestIn = Field(default_factory=lambda: SpecRequestIn(),
                                 description="Parts of the cohort specification to set; the rest is derived from "

@@ -375,14 +375,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ens = TwinEnsemble.load(work / "model.pt")
     vocab, norms = ens.spec.vocab, ens.spec.norms
     records = {p: load_records(store, p) for p in ids}
-    test_ex = build_examples([records[p] for p in test_ids], ens.spec, args.test_origins, 365, args.seed + 99,
+    test_ex = build_examples([records[p] for p in test_ids], ens.spec, args.test_origins, args.seed + 99,
                              ens.image_encoder)
     # GRU baseline on the same training origins as the twin
     t0 = time.perf_counter()
     tr_ids, va_ids = split_patients(rest, cfg.val_fraction, cfg.seed)
-    tr_ex = build_examples([records[p] for p in tr_ids], ens.spec, cfg.origins_per_patient, 365, cfg.seed,
+    tr_ex = build_examples([records[p] for p in tr_ids], ens.spec, cfg.origins_per_patient, cfg.seed,
                            k_change=cfg.change_origins_per_patient)
-    va_ex = build_examples([records[p] for p in va_ids], ens.spec, cfg.origins_per_patient, 365, cfg.seed + 1,
+    va_ex = build_examples([records[p] for p in va_ids], ens.spec, cfg.origins_per_patient, cfg.seed + 1,
                            k_change=cfg.change_origins_per_patient)
     gru = None
     if tr_ex:

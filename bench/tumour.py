@@ -170,6 +170,7 @@ def run_one(gamma: float, seed: int, args: argparse.Namespace, work: Path) -> di
         ingest_paths(st, files)
         cfg = TrainConfig(epochs=args.epochs, members=args.members, origins_per_patient=args.origins,
                           batch_size=args.batch_size, patience=args.patience, seed=seed, device=args.device,
+                          early_stopping=args.early_stopping,
                           progress=not args.quiet, val_fraction=args.val / (args.train + args.val))
         report = train(st, cfg, here / "model.pt")
     t_trained = time.perf_counter()
@@ -221,7 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--members", type=int, default=2)
     ap.add_argument("--origins", type=int, default=8, help="training origins per patient")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--patience", type=int, default=4)
+    ap.add_argument("--patience", type=int, default=5)
+    ap.add_argument("--early-stopping", default="lab_mse", choices=("loss", "lab_mse"),
+                    help="validation score that picks the kept weights (the benchmark scores point forecasts)")
     ap.add_argument("--samples", type=int, default=2, help="scenario samples per twin (posterior means: one per member)")
     ap.add_argument("--gru-epochs", type=int, default=50)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -53,6 +53,9 @@ def train_cmd(
     horizon_days: Annotated[float | None, typer.Option(help="Training horizon in days (default: from the cohort's "
                                                           "observation cadence).")] = None,
     patience: Annotated[int, typer.Option(help="Epochs without improvement before stopping.")] = _DEFAULTS.patience,
+    early_stopping: Annotated[str, typer.Option(help="Validation score that picks the kept weights: loss (the full "
+                                                "loss) or lab_mse (the targets' squared error).")]
+    = _DEFAULTS.early_stopping,
     seed: Annotated[int, typer.Option(help="Seed of the split, origins and initialisation.")] = _DEFAULTS.seed,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = DEFAULT_TORCH_THREADS,
@@ -65,7 +68,8 @@ def train_cmd(
     try:
         set_torch_threads(threads)
         cfg = train_config(epochs=epochs, members=members, batch_size=batch_size, origins_per_patient=origins,
-                           patience=patience, seed=seed, device=device, progress=not as_json,
+                           patience=patience, early_stopping=early_stopping, seed=seed, device=device,
+                           progress=not as_json,
                            spec=spec_request(target, treatment, event, step_days, time_unit_days, horizon_days))
         reg = registry(models)
         with open_store(store) as st:

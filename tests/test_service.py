@@ -24,7 +24,7 @@ def test_training_defaults_come_from_train_config_only() -> None:
     from api.schemas import TrainRequest
 
     req, cfg = TrainRequest(), TrainConfig()
-    for name in ("epochs", "members", "batch_size", "origins_per_patient", "patience", "seed"):
+    for name in ("epochs", "members", "batch_size", "origins_per_patient", "patience", "early_stopping", "seed"):
         assert getattr(req, name) == getattr(cfg, name), name
     with pytest.raises(ConfigError, match="unknown training setting"):
         train_config(epoch=3)

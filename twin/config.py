@@ -8,7 +8,7 @@ request schema read them from these classes.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from core.errors import ConfigError
 from twin.spec import SpecRequest
@@ -30,7 +30,7 @@ class ModelConfig:
     layers: int = 2
     ode_hidden: int = 64
     solver: str = "midpoint"
-    min_logvar: float = -12.0  # sd 0.0025 lab SDs: day-to-day noise of a precise measurement
+    min_logvar: float = -7.0
     max_logvar: float = 3.0
 
     def __post_init__(self) -> None:
@@ -65,6 +65,9 @@ class TrainConfig:
     change_origins_per_patient: int = 2  # extra origins just before therapy changes (build_examples)
     val_fraction: float = 0.15
     patience: int = 5
+    # what early stopping and the kept weights follow on the validation set: the full loss (a
+    # proper score of the predictive distribution) or the targets' squared error (point accuracy)
+    early_stopping: Literal["loss", "lab_mse"] = "loss"
     members: int = 3
     kl_weight: float = 0.01
     nll_beta: float = 0.5  # beta-NLL weighting of the lab likelihood (TwinModel.loss); 0 = plain NLL
@@ -89,6 +92,8 @@ class TrainConfig:
         if self.treatment_lr_mult <= 0 or self.treatment_eps <= 0 or self.treatment_l1 < 0:
             raise ConfigError(f"TrainConfig.treatment_lr_mult and treatment_eps must be > 0 and treatment_l1 >= 0, "
                              f"got {self.treatment_lr_mult!r}, {self.treatment_eps!r} and {self.treatment_l1!r}")
+        if self.early_stopping not in ("loss", "lab_mse"):
+            raise ConfigError(f"TrainConfig.early_stopping must be 'loss' or 'lab_mse', got {self.early_stopping!r}")
         if isinstance(self.model, dict):
             object.__setattr__(self, "model", ModelConfig(**self.model))
         if isinstance(self.spec, dict):

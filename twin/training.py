@@ -161,15 +161,16 @@ def _train_member(member: int, ens: TwinEnsemble, train_ex: list[Example], val_e
         bar.set_postfix(train=f"{run / max(nb, 1):.3f}", val=f"{val['loss']:.3f}")
         if on_epoch is not None:
             on_epoch(epoch + 1, val["loss"])
-        if val["loss"] < best - 1e-4:
-            best, best_state, bad = val["loss"], copy.deepcopy(model.state_dict()), 0
+        if val[cfg.early_stopping] < best - 1e-4:
+            best, best_state, bad = val[cfg.early_stopping], copy.deepcopy(model.state_dict()), 0
         else:
             bad += 1
             if bad >= cfg.patience:
                 break
     model.load_state_dict(best_state)
     model.eval()
-    return model, {"member": member, "seed": seed, "best_val_loss": best, "epochs_run": len(history), "history": history}
+    return model, {"member": member, "seed": seed, "early_stopping": cfg.early_stopping, "best_val_loss": best,
+                   "epochs_run": len(history), "history": history}
 
 
 def _checkpoint_path(out: str | Path) -> Path:
