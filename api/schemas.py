@@ -335,6 +335,9 @@ class SpecRequestIn(_Strict):
         default_factory=dict, max_length=64, description="Transform per target code or name.")
     treatments: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         None, max_length=64, description="Medication or procedure codes or display names used as treatment inputs.")
+    effects: dict[str, Literal["level", "lasting"]] = Field(
+        default_factory=dict, max_length=64, description="How each treatment's effect behaves, by code or name: "
+        "level (while given) or lasting (accumulates with each dose).")
     events: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         None, max_length=32, description="death, hospitalisation or condition:<code>.")
     step_days: float | None = Field(None, gt=0, le=31, allow_inf_nan=False, strict=True)

@@ -161,6 +161,7 @@ def run_confounding(c: float, args: argparse.Namespace, root: Path) -> dict[str,
     from synthetic import load_truth
     from synthetic import simulate as oracle
     from twin.model.checkpoint import TwinEnsemble
+    from twin.spec import SpecRequest
     from twin.training import TrainConfig, train
 
     work = root / f"conf-{c:g}"
@@ -176,7 +177,7 @@ def run_confounding(c: float, args: argparse.Namespace, root: Path) -> dict[str,
     rep = train(store, TrainConfig(epochs=args.epochs, members=args.members, progress=False, seed=args.seed,
                                    origins_per_patient=args.origins, image_epochs=args.image_epochs,
                                    **({"batch_size": args.batch_size} if args.batch_size else {}),
-                                   horizon_days=HORIZON), model_path, patient_ids=train_ids)
+                                   spec=SpecRequest(horizon_days=HORIZON)), model_path, patient_ids=train_ids)
     t_train = time.perf_counter() - t
     ens = TwinEnsemble.load(model_path)
     truths, twins, origins = [], [], []

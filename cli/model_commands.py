@@ -21,7 +21,7 @@ from cli.common import (
 )
 from core import TwinError
 from service import DEFAULT_MODEL, DEFAULT_TORCH_THREADS
-from twin import TRANSFORMS, CohortSpec, SpecRequest, TrainConfig
+from twin import EFFECTS, TRANSFORMS, CohortSpec, SpecRequest, TrainConfig
 
 __all__ = ["register"]
 
@@ -42,8 +42,9 @@ def train_cmd(
         "--target", help="Forecast target: an observation code or display name, optionally with a transform "
         "(CODE:log1p, CODE:positive, CODE:identity). Repeat for several; default: derived from the records.")] = None,
     treatment: Annotated[list[str] | None, typer.Option(
-        "--treatment", help="Treatment input: a medication or procedure code or display name. Repeat for several; "
-        "default: the drugs given to most patients and the procedures recorded with a dose.")] = None,
+        "--treatment", help="Treatment input: a medication or procedure code or display name, optionally with how "
+        "its effect behaves (NAME:level, NAME:lasting). Repeat for several; default: the drugs given to most patients "
+        "and the procedures recorded with a dose.")] = None,
     event: Annotated[list[str] | None, typer.Option(
         "--event", help="Event kind: death, hospitalisation or condition:<code>. Repeat; default: derived.")] = None,
     step_days: Annotated[float | None, typer.Option(help="ODE solver step in days (default: from the cohort's "
@@ -88,21 +89,26 @@ def train_cmd(
 def spec_request(targets: list[str] | None, treatments: list[str] | None, events: list[str] | None,
                  step_days: float | None, time_unit_days: float | None, horizon_days: float | None) -> SpecRequest:
     """The ``--target CODE[:transform]``, ``--treatment``, ``--event`` and time options as a request."""
-    codes: list[str] | None = None
-    transforms: dict[str, str] = {}
-    if targets:
-        codes = []
-        for item in targets:
-            code, sep, transform = item.rpartition(":")
-            if sep and transform in TRANSFORMS:
-                transforms[code] = transform
-                codes.append(code)
-            else:
-                codes.append(item)
-    return SpecRequest(targets=tuple(codes) if codes is not None else None, transforms=transforms,
-                       treatments=tuple(treatments) if treatments else None, events=tuple(event for event in events)
-                       if events else None, step_days=step_days, time_unit_days=time_unit_days,
+    codes, transforms = _suffixed(targets, TRANSFORMS)
+    names, effects = _suffixed(treatments, EFFECTS)
+    return SpecRequest(targets=codes, transforms=transforms, treatments=names, effects=effects,
+                       events=tuple(events) if events else None, step_days=step_days, time_unit_days=time_unit_days,
                        horizon_days=horizon_days)
+
+
+def _suffixed(items: list[str] | None, kinds: tuple[str, ...]) -> tuple[tuple[str, ...] | None, dict[str, str]]:
+    """``["CODE:kind", "NAME"]`` -> the codes or names and ``{code: kind}`` for those with a known suffix."""
+    if not items:
+        return None, {}
+    out, chosen = [], {}
+    for item in items:
+        head, sep, tail = item.rpartition(":")
+        if sep and tail in kinds:
+            chosen[head] = tail
+            out.append(head)
+        else:
+            out.append(item)
+    return tuple(out), chosen
 
 
 def models_cmd(models: ModelsOpt = None, as_json: JsonOpt = False) -> None:

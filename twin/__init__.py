@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from twin.config import ModelConfig, TrainConfig
     from twin.features import DoseAction
     from twin.model.checkpoint import TwinEnsemble, load_model
-    from twin.spec import TRANSFORMS, CohortSpec, SpecRequest, Target, TimeScales, Treatment
+    from twin.spec import EFFECTS, TRANSFORMS, CohortSpec, SpecRequest, Target, TimeScales, Treatment
     from twin.training import TrainReport, train
     from twin.twin import Attribution, Forecast, LabForecast, Twin, lab_label
 
@@ -27,6 +27,7 @@ __all__ = [
     "Attribution",
     "CohortSpec",
     "DoseAction",
+    "EFFECTS",
     "Forecast",
     "LabForecast",
     "ModelConfig",
@@ -53,6 +54,7 @@ _WHERE = {
     "TimeScales": "twin.spec",
     "Treatment": "twin.spec",
     "DoseAction": "twin.features",
+    "EFFECTS": "twin.spec",
     "Forecast": "twin.twin",
     "LabForecast": "twin.twin",
     "ModelConfig": "twin.config",

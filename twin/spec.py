@@ -21,7 +21,9 @@ from core.errors import ConfigError
 
 __all__ = [
     "TRANSFORMS",
+    "EFFECTS",
     "CohortSpec",
+    "Effect",
     "SpecRequest",
     "Target",
     "TimeScales",
@@ -39,6 +41,12 @@ Transform = Literal["identity", "log1p", "positive"]
 #: forecasts above zero while staying linear for large values.
 TRANSFORMS: tuple[str, ...] = ("identity", "log1p", "positive")
 TreatmentKind = Literal["medication", "procedure"]
+Effect = Literal["level", "lasting"]
+#: How a treatment's effect behaves: ``level`` lasts while it is given (an antihypertensive, a
+#: statin); ``lasting`` accumulates with each dose and stays after it (a cytotoxic drug or a
+#: radiotherapy fraction shrinking a tumour). Derived from how it was given: mostly single
+#: administrations -> lasting, mostly prescriptions over a period -> level.
+EFFECTS: tuple[str, ...] = ("level", "lasting")
 
 _TINY = 1e-6
 
@@ -86,13 +94,19 @@ class Target:
 @dataclass(frozen=True)
 class Treatment:
     """A treatment input: a drug (any Medication record) or a procedure (e.g. a radiotherapy
-    fraction), its display name in the records, and the canonical unit of its dose per day
-    (``1`` for records without a dose: one administration counts as one unit)."""
+    fraction), its display name in the records, the canonical unit of its dose per day (``1``
+    for records without a dose: one administration counts as one unit) and how its effect
+    behaves (:data:`EFFECTS`)."""
 
     code: str
     name: str = ""
     kind: TreatmentKind = "medication"
     unit: str = "1"
+    effect: Effect = "level"
+
+    def __post_init__(self) -> None:
+        if self.effect not in EFFECTS:
+            raise ConfigError(f"treatment {self.code}: effect must be one of {', '.join(EFFECTS)}, got {self.effect!r}")
 
     @property
     def label(self) -> str:
@@ -213,7 +227,7 @@ class CohortSpec:
         s = self.scales
         tg = ", ".join(f"{t.name or t.code} [{t.code}] ({t.unit or 'no unit'}"
                        f"{'' if t.transform == 'identity' else ', ' + t.transform})" for t in self.targets)
-        tr = ", ".join(f"{t.label}: {t.kind}, dose in {t.unit}" for t in self.treatments) or "none"
+        tr = ", ".join(f"{t.label}: {t.kind}, dose in {t.unit}, {t.effect} effect" for t in self.treatments) or "none"
         return "\n".join([
             f"targets: {tg}",
             f"treatments: {tr}",
@@ -228,12 +242,14 @@ class SpecRequest:
     """What the user sets of a cohort specification; everything left ``None`` is derived.
 
     ``targets`` and ``treatments`` name codes or display names from the records;
-    ``transforms`` maps a target code or name to a transform; the time values are days.
+    ``transforms`` maps a target code or name to a transform, ``effects`` a treatment code or
+    name to an effect kind (:data:`EFFECTS`); the time values are days.
     """
 
     targets: tuple[str, ...] | None = None
     transforms: Mapping[str, str] = field(default_factory=dict)
     treatments: tuple[str, ...] | None = None
+    effects: Mapping[str, str] = field(default_factory=dict)
     events: tuple[str, ...] | None = None
     step_days: float | None = None
     time_unit_days: float | None = None
@@ -249,11 +265,15 @@ class SpecRequest:
         for k, t in self.transforms.items():
             if t not in TRANSFORMS:
                 raise ConfigError(f"transform of {k!r} must be one of {', '.join(TRANSFORMS)}, got {t!r}")
+        for k, e in self.effects.items():
+            if e not in EFFECTS:
+                raise ConfigError(f"effect of {k!r} must be one of {', '.join(EFFECTS)}, got {e!r}")
         for name in ("step_days", "time_unit_days", "horizon_days"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ConfigError(f"SpecRequest.{name} must be a positive number of days, got {v!r}")
         object.__setattr__(self, "transforms", dict(self.transforms))
+        object.__setattr__(self, "effects", dict(self.effects))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}

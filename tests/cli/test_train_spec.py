@@ -16,11 +16,11 @@ def test_train_flags_set_the_spec_and_it_is_printed(tmp_path: Path, capsys: pyte
     with open_store(store) as st:
         write_toy_cohort(st, 8, seed=3, days=400)
     rc = cli.run(["train", "--store", store, "--models", str(tmp_path / "models"), "--name", "spec",
-                  "--target", "T1:log1p", "--treatment", "D1", "--event", "death", "--horizon-days", "90",
+                  "--target", "T1:log1p", "--treatment", "D1:lasting", "--event", "death", "--horizon-days", "90",
                   "--step-days", "3", "--epochs", "1", "--members", "1"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "targets: T1 [T1] (1, log1p)" in out
-    assert "treatments: D1: medication, dose in mg" in out
+    assert "treatments: D1: medication, dose in mg, lasting effect" in out  # set by --treatment D1:lasting
     assert "events: death" in out
     assert "time scales: step 3 d, time unit 12.9 d, horizon 90 d" in out

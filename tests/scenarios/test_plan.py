@@ -336,3 +336,19 @@ def test_any_negative_dose_is_a_plan_error(dose: float, name: str) -> None:
 def test_garbage_never_escapes_as_anything_but_plan_error(doc: object) -> None:
     with pytest.raises(PlanError):
         TreatmentPlan.from_dict(doc)
+
+
+def test_the_readme_plan_example_resolves() -> None:
+    """The YAML plan in README.md is a valid plan for a model that knows its three treatments."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    cat = TreatmentCatalog([Treatment("40048", "carboplatin", "medication", "mg/m2"),
+                            Treatment("1287742003", "Radiotherapy", "procedure", "Gy"),
+                            Treatment("860975", "metformin hydrochloride 500 MG Oral Tablet", "medication", "mg")])
+    plan = TreatmentPlan.from_dict(yaml.safe_load(block)).resolve(cat)
+    acts = plan_dose_actions([], plan, 120.0)
+    pulses = sorted((a.code, a.start_day) for a in acts if a.stop_day is not None and a.stop_day - a.start_day == 1)
+    assert [d for c, d in pulses if c == "40048"] == [0.0, 7.0, 14.0, 21.0]
+    assert [d for c, d in pulses if c == "1287742003"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    (met,) = [a for a in acts if a.code == "860975"]
+    assert (met.daily, met.start_day, met.stop_day) == (1000.0, 0.0, 90.0)

@@ -56,8 +56,9 @@ def test_daily_oncology_records_get_a_daily_spec(daily_cohort: list[PatientRecor
     spec = vocab.cohort
     (target,) = spec.targets
     assert (target.code, target.unit, target.transform) == (VOLUME, "cm3", "log1p")
-    kinds = {t.code: (t.kind, t.unit, t.name) for t in spec.treatments}
-    assert kinds == {CARBO: ("medication", "mg/m2", "carboplatin"), RADIO: ("procedure", "Gy", "Radiotherapy")}
+    kinds = {t.code: (t.kind, t.unit, t.name, t.effect) for t in spec.treatments}
+    assert kinds == {CARBO: ("medication", "mg/m2", "carboplatin", "lasting"),
+                     RADIO: ("procedure", "Gy", "Radiotherapy", "lasting")}  # single administrations: lasting
     assert (spec.scales.step_days, spec.scales.horizon_days) == (1.0, 12.0)
     assert spec.scales.time_unit_days == pytest.approx(30 / 7)
     assert norms.dose_scale == {CARBO: 300.0, RADIO: 2.0}
@@ -97,6 +98,8 @@ def test_requests_set_targets_treatments_and_events_by_name(daily_cohort: list[P
                       horizon_days=7)
     vocab, _ = build_vocabulary(daily_cohort, req)
     assert [t.transform for t in vocab.cohort.targets] == ["positive"]
+    again, _ = build_vocabulary(daily_cohort, SpecRequest(effects={"carboplatin": "level"}))
+    assert {t.code: t.effect for t in again.cohort.treatments} == {CARBO: "level", RADIO: "lasting"}
     assert vocab.treatments == [RADIO] and vocab.cohort.scales.horizon_days == 7
     with pytest.raises(TwinError, match=r"treatment 'aspirin' is not a code or name.*carboplatin \[40048\]"):
         build_vocabulary(daily_cohort, SpecRequest(treatments=("aspirin",)))

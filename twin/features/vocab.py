@@ -19,9 +19,10 @@ import numpy as np
 from core.errors import TwinError
 from graph.schema import Node, NodeType
 from graph.timeutil import days_between
-from twin.features.records import PatientRecords, age_years, death_time, gene_symbol
+from twin.features.records import PatientRecords, age_years, death_time, gene_symbol, is_pulse
 from twin.spec import (
     CohortSpec,
+    Effect,
     SpecRequest,
     Target,
     Transform,
@@ -261,6 +262,7 @@ def build_vocabulary(
     tr_units: dict[str, Counter[str]] = defaultdict(Counter)
     tr_names: dict[str, str] = {}
     tr_kind: dict[str, TreatmentKind] = {}
+    tr_pulses: Counter[str] = Counter()  # per code: single administrations minus periods
     tr_patients: Counter[str] = Counter()
     concept_counts: Counter[str] = Counter()
     cond_names: dict[str, str] = {}
@@ -287,6 +289,7 @@ def build_vocabulary(
                     lab_names.setdefault(n.code, n.display)
             elif n.type in (NodeType.MEDICATION, NodeType.PROCEDURE) and n.code:
                 treated_here.add(n.code)
+                tr_pulses[n.code] += 1 if is_pulse(n) else -1
                 tr_kind.setdefault(n.code, "medication" if n.type is NodeType.MEDICATION else "procedure")
                 if n.display:
                     tr_names.setdefault(n.code, n.display)
@@ -349,6 +352,11 @@ def build_vocabulary(
                             f"{listing}; they are never mixed. Leave it out or fix the records")
         tr_unit[c] = next(iter(units)) if units else "1"
 
+    effects: dict[str, Effect] = {c: "lasting" if tr_pulses[c] > 0 else "level" for c in treatments}
+    for item, e in req.effects.items():
+        (code,) = _pick([item], tr_names, treatments, "effect treatment")
+        effects[code] = cast(Effect, e)
+
     # events
     if req.events is not None:
         for e in req.events:
@@ -363,7 +371,7 @@ def build_vocabulary(
                            horizon_days=req.horizon_days)
     cohort = CohortSpec(
         targets=tuple(Target(c, lab_names.get(c, c), lab_units.get(c, ""), transforms[c]) for c in targets),
-        treatments=tuple(Treatment(c, tr_names.get(c, ""), tr_kind[c], tr_unit[c]) for c in treatments),
+        treatments=tuple(Treatment(c, tr_names.get(c, ""), tr_kind[c], tr_unit[c], effects[c]) for c in treatments),
         events=tuple(event_kinds), scales=scales)
 
     input_labs = sorted(c for c, v in lab_values.items() if len(v) >= 2)

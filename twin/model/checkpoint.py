@@ -46,7 +46,7 @@ class TwinEnsemble:
     def build_member(cfg: ModelConfig, spec: FeatureSpec) -> TwinModel:
         v = spec.vocab
         return TwinModel(cfg, v.cohort.scales, node_dims(spec), len(v.concepts), len(v.genes), v.n_targets,
-                         v.n_treatments, len(v.event_kinds))
+                         v.n_treatments, len(v.event_kinds), [t.effect == "lasting" for t in v.cohort.treatments])
 
     @property
     def cohort(self) -> CohortSpec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -80,7 +81,9 @@ class TwinModel(nn.Module):
     through a level pathway, ``gain_ld * (g_ld(t) - g_ld(0))`` added to each target's mean,
     where ``g`` are the dynamics' (target, treatment) effect compartments and
     ``gain_ld = b_ld + w_ld * anchor_l + (W s)_ld``; and through a rate pathway,
-    ``rate_ld * c_d(t)`` with ``c`` the accumulated response and ``rate_ld = q_ld + (V s)_ld``.
+    ``rate_ld * c_d(t)`` with ``c`` the accumulated response and ``rate_ld = q_ld + (V s)_ld``,
+    for treatments whose effect lasts (``lasting``: single administrations such as a
+    chemotherapy dose or a radiotherapy fraction; prescriptions act on the level only).
     The direct pathways have few parameters per (target, treatment) besides the rates, so the
     effect of starting or stopping a drug is learned from the few on/off transitions a cohort
     has; the anchor term lets an effect scale with the target's own level (a statin's
@@ -100,7 +103,7 @@ class TwinModel(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, scales: TimeScales, dims: dict[str, int], n_concepts: int, n_genes: int,
-                 n_labs: int, n_drugs: int, n_events: int) -> None:
+                 n_labs: int, n_drugs: int, n_events: int, lasting: Sequence[bool] | None = None) -> None:
         super().__init__()
         self.cfg, self.scales = cfg, scales
         self.n_labs, self.n_drugs, self.n_events = n_labs, n_drugs, n_events
@@ -117,6 +120,11 @@ class TwinModel(nn.Module):
         self.rate_context = nn.Linear(cfg.static, n_labs * n_drugs, bias=False)
         for lin in (self.effect_context, self.rate_context):
             nn.init.zeros_(lin.weight)
+        # the rate pathway only for treatments whose effect lasts (twin.spec.EFFECTS)
+        mask = [True] * n_drugs if lasting is None else [bool(x) for x in lasting]
+        if len(mask) != n_drugs:
+            raise ValueError(f"lasting has {len(mask)} entries for {n_drugs} treatments")
+        self.register_buffer("lasting", torch.tensor(mask, dtype=torch.float32))
 
     def gain_parameters(self) -> list[Tensor]:
         """The direct pathways' gains (L1-penalised in training: most treatments move few targets)."""
@@ -176,7 +184,7 @@ class TwinModel(nn.Module):
         a = enc.anchor * enc.anchor_mask
         gain = (self.effect_bias + self.effect_slope * a.unsqueeze(-1)
                 + self.effect_context(enc.s).view(b, n_l, d)).view(b, 1, n_l, d)
-        rate = (self.rate_bias + self.rate_context(enc.s).view(b, n_l, d)).view(b, 1, n_l, d)
+        rate = ((self.rate_bias + self.rate_context(enc.s).view(b, n_l, d)) * self.lasting).view(b, 1, n_l, d)
         g0 = self.dynamics.effect_state0(self.dynamics.exposure0(enc.dose_hist)).view(b, 1, n_l, d)
         return (gain * (g.view(b, m, n_l, d) - g0) + rate * c.unsqueeze(2)).sum(-1)
 
