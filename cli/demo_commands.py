@@ -121,14 +121,16 @@ def _short(name: str, n: int = 40) -> str:
 
 
 def _report(s: dict[str, Any]) -> str:
-    f = s["forecast"]
+    f, spec = s["forecast"], s["train"]["cohort_spec"]
     lines = [
         "# patient-twin demo report",
         "",
         f"Synthetic cohort: {s['cohort'].get('patients')} patients; ingested {s['ingest']['resources']} FHIR resources "
         f"into the embedded store ({sum(s['store_nodes'].values())} nodes).",
-        f"Model: {s['train']['n_train_patients']} training patients, target labs {', '.join(s['train']['target_labs'])}, "
-        f"drugs {', '.join(s['train']['drugs'])}; {s['train']['seconds']:.0f} s on {s['train']['device']}.",
+        f"Model: {s['train']['n_train_patients']} training patients, targets "
+        f"{', '.join(t['name'] or t['code'] for t in spec['targets'])}, treatments "
+        f"{', '.join(t['name'] or t['code'] for t in spec['treatments'])}; {s['train']['seconds']:.0f} s on "
+        f"{s['train']['device']}.",
         "",
         f"## Forecast for patient `{s['patient']}` from {f['origin']} (365 days)",
         "",
