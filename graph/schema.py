@@ -156,7 +156,9 @@ class Node:
     """One node of the patient graph.
 
     ``value``/``unit`` carry the numeric result of a ``Lab`` (in the canonical unit of its
-    code) or the dose of a ``Medication``; everything else typed lives in ``props``
+    code) or the amount per day of a ``Medication`` or ``Procedure`` in the canonical unit of
+    its dose kind (``graph.units.dose_quantity``; ``Prop.DOSING`` says whether it was one
+    administration or therapy over a period); everything else typed lives in ``props``
     (JSON-serialisable values only).
     """
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from core.errors import RecordError
 from graph.ingest.builder import BatchBuilder, ParsedFile
-from graph.ingest.fields import LOINC, PERIOD, RXNORM, SNOMED, content_id
+from graph.ingest.fields import LOINC, PERIOD, PULSE, RXNORM, SNOMED, content_id
 from graph.schema import Node, NodeType, Prop, Rel
 from graph.timeutil import parse_fhir_time
 from graph.units import to_canonical
@@ -179,9 +179,12 @@ def parse_synthea_csv(folder: str | Path) -> ParsedFile:
         _medication(ex, row)
     for row in ex.table("procedures"):
         pid = ex.patient(row)
-        _event(ex, row, NodeType.PROCEDURE, "Procedure", row.row_id(), pid, time=row.time("START", True),
-               end=row.time("STOP"), code=row.need("CODE"), system=ex.system(row, SNOMED),
-               props={"reason_code": row.get("REASONCODE")})
+        start, stop = row.time("START", True), row.time("STOP")
+        # one procedure is a pulse, as in FHIR: only one lasting over a day is a period
+        dosing = PERIOD if start and stop and (stop - start).total_seconds() > 86400 else PULSE
+        _event(ex, row, NodeType.PROCEDURE, "Procedure", row.row_id(), pid, time=start, end=stop,
+               code=row.need("CODE"), system=ex.system(row, SNOMED),
+               props={"reason_code": row.get("REASONCODE"), Prop.DOSING: dosing})
     for row in ex.table("observations"):
         _observation(ex, row)
     _imaging(ex, ex.table("imaging_studies"))

@@ -268,6 +268,19 @@ def test_node_counts_match_raw_files(ingested: tuple[SQLiteStore, Any], external
     assert len(coded) == len({e.src for e in coded})
 
 
+def test_every_treatment_record_says_how_it_was_given(ingested: tuple[SQLiteStore, Any]) -> None:
+    """Medications and procedures from every real export (FHIR and CSV) carry ``dosing``; a
+    procedure is one administration unless it lasted over a day."""
+    store, _ = ingested
+    for t in ("Medication", "Procedure"):
+        nodes = list(store.find_nodes(NodeQuery(types=[t])))
+        assert nodes and all(n.props.get("dosing") in ("pulse", "period") for n in nodes), t
+        if t == "Procedure":
+            for n in nodes:
+                long = n.end is not None and n.time is not None and (n.end - n.time).total_seconds() > 86400
+                assert n.props["dosing"] == ("period" if long else "pulse"), n.id
+
+
 def test_bp_components_and_units_in_store(ingested: tuple[SQLiteStore, Any]) -> None:
     store, _ = ingested
     sys_nodes = store.find_nodes(NodeQuery(types=("Lab",), codes=("8480-6",)))
