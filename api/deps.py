@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, get_args, get_origin
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -151,12 +151,26 @@ def reject_unknown_query(request: Request) -> None:
     if dependant is None or not request.query_params:
         return
     known: set[str] = set()
+    single: set[str] = set()
     todo = [dependant]
     while todo:  # the route's own parameters and those of its dependencies
         d = todo.pop()
         known.update(p.alias for p in d.query_params)
+        single.update(p.alias for p in d.query_params if not _takes_many(p.field_info.annotation))
         todo.extend(d.dependencies)
     unknown = sorted(set(request.query_params.keys()) - known)
     if unknown:
         raise ProblemError(422, f"unknown query parameter(s) {unknown}; this operation accepts "
                                 f"{sorted(known) or 'none'}", kind="validation")
+    repeated = sorted(k for k in single if len(request.query_params.getlist(k)) > 1)
+    if repeated:  # the framework would silently keep the last value
+        raise ProblemError(422, f"query parameter(s) {repeated} take one value each but were given several",
+                           kind="validation")
+
+
+def _takes_many(annotation: Any) -> bool:
+    """Whether a query parameter's type is a list (``?x=1&x=2``), also inside ``Optional``."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    return any(_takes_many(a) for a in get_args(annotation)) if origin is not None else False

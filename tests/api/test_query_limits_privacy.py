@@ -262,3 +262,13 @@ def test_store_failure_does_not_name_the_store_file(tmp_path: Path) -> None:
     finally:
         server.should_exit = True  # type: ignore[attr-defined]
         thread.join(timeout=10)
+
+
+def test_a_repeated_single_value_query_parameter_is_422_and_stores_nothing(live: LiveServer) -> None:
+    """``?namespace=a&namespace=b`` used to keep the last value silently (schemathesis found it)."""
+    pid = f"rep-{uuid.uuid4().hex[:8]}"
+    with live.client("writer") as c:
+        doc = assert_problem(c.post("/v1/records?namespace=a&namespace=b", json=tiny_bundle(pid)), 422)
+        assert "namespace" in doc["detail"] and "one value" in doc["detail"]
+        assert c.get(f"/v1/patients/b:{pid}").status_code in (403, 404)
+        assert c.post("/v1/records?namespace=a", json=tiny_bundle(pid)).status_code == 201
