@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch_geometric.data import Batch
 
 from core.errors import PlanError, TwinError
 from scenarios.guardrails import Flag, check_plans
@@ -37,6 +38,7 @@ from scenarios.schedule import plan_dose_actions
 from scenarios.treatments import TreatmentCatalog
 from twin.features import build_graph
 from twin.features.treatment import DoseAction, actions_from_records, dose_schedule
+from twin.model.stacked import StackedMembers
 from twin.spec import inverse_transform
 
 __all__ = ["CHUNK_STATE_ELEMENTS", "PreparedRun", "SimulatableTwin", "default_query_days", "prepare", "run_prepared",
@@ -181,8 +183,8 @@ def run_prepared(
     plan_rows: slice | None = None,
     on_progress: ProgressFn | None = None,
 ) -> ScenarioResult:
-    """Solve a prepared run (one :meth:`rollout` call per ensemble member, split into chunks of
-    samples when it is large, see :data:`CHUNK_STATE_ELEMENTS`) and collect the samples.
+    """Solve a prepared run (one stacked solve of all members, split into chunks of samples
+    when it is large, see :data:`CHUNK_STATE_ELEMENTS`) and collect the samples.
 
     ``plan_rows`` restricts the solve to a slice of the plans (used by the loop-over-plans
     comparison in ``bench/whatif.py``; the default solves all plans at once).
@@ -191,56 +193,52 @@ def run_prepared(
     if n_samples < 1:
         raise PlanError(f"n_samples must be >= 1, got {n_samples}")
     model, spec, *_ = _parts(run.twins[0])
-    from torch_geometric.data import Batch
-
-    members = list(getattr(model, "members", None) or [model])
+    stacked = model.stacked() if hasattr(model, "stacked") else StackedMembers([model])
+    n_m = len(stacked.members)
     vocab, norms = spec.vocab, spec.norms
     doses = run.doses if plan_rows is None else run.doses[:, plan_rows]
     plans = run.plans if plan_rows is None else run.plans[plan_rows]
     n, p, t_days, d = doses.shape
     s = n_samples
-    latent = int(members[0].cfg.latent)
+    latent = int(stacked.cfg.latent)
     gen = torch.Generator().manual_seed(int(seed))
     eps = torch.randn(n, s, latent, generator=gen)  # shared by all plans of a twin
     if not sample_latent:
         eps.zero_()
     q = int(run.t_query.numel())
     eta = torch.randn(n, s, q, vocab.n_targets, generator=gen) if observation_noise else None
-    device = next(members[0].parameters()).device
-    graphs = Batch.from_data_list(run.graphs).to(device)
+    device = stacked.field.pk_rate.device
+    encoded = stacked.encode(Batch.from_data_list(run.graphs).to(device))
+    sched = doses.reshape(n * p, t_days, d).to(device)  # one copy of each schedule, never per sample or member
     tq = run.t_query.to(device)
     mean = torch.empty(n, s, p, q, vocab.n_targets)
     logvar = torch.empty_like(mean)
     cum_haz = torch.empty(n, s, p, q, len(vocab.event_kinds))
-    # Sample s comes from ensemble member s mod M (members beyond the sample count solve nothing):
-    # one solve per member and chunk, each covering every twin x plan row of its samples (ordered
-    # twin, sample, plan; plan fastest as rollout expects).
+    # Sample s comes from ensemble member s mod M: column j of member k is sample k + j*M. One
+    # solve per chunk of columns covers every member, twin and plan (rows ordered twin, plan,
+    # column: each schedule's samples are consecutive, as StackedMembers.rollout expects).
     step = float(vocab.cohort.scales.step_days)
     grid = max(1, math.ceil(float(run.t_query.max()) / step)) + 1 if q else 1
     width = latent + d + len(vocab.event_kinds) + vocab.n_targets * d
-    per_sample = max(1, n * p * (grid * width + t_days * d))  # states and the row's dose schedule
-    chunk = max(1, CHUNK_STATE_ELEMENTS // per_sample)
+    columns = math.ceil(s / n_m)
+    per_column = max(1, n_m * n * p * grid * width)  # ODE states of one column
+    chunk = max(1, CHUNK_STATE_ELEMENTS // per_column)
     report = on_progress or (lambda frac, message: None)
-    done = 0
-    for k, member in enumerate(members):
-        own = list(range(k, s, len(members)))
-        for c0 in range(0, len(own), chunk):
-            report(done / s, f"solving samples {done + 1}-{done + len(own[c0:c0 + chunk])} of {s}")
-            idx = torch.tensor(own[c0:c0 + chunk], dtype=torch.long)
-            m_s = int(idx.numel())
-            dose_rows = doses.unsqueeze(1).expand(n, m_s, p, t_days, d).reshape(n * m_s * p, t_days, d).to(device)
-            eps_rows = eps[:, idx].unsqueeze(2).expand(n, m_s, p, latent).reshape(n * m_s * p, latent).to(device)
-            was_training = member.training
-            member.eval()
-            try:
-                with torch.no_grad():
-                    ro = member.rollout(graphs, dose_rows, tq, eps=eps_rows)
-            finally:
-                member.train(was_training)
-            mean[:, idx] = ro.mean.reshape(n, m_s, p, q, -1).cpu()
-            logvar[:, idx] = ro.logvar.reshape(n, m_s, p, q, -1).cpu()
-            cum_haz[:, idx] = ro.cum_hazard.reshape(n, m_s, p, q, -1).cpu()
-            done += m_s
+    for j0 in range(0, columns, chunk):
+        cols = range(j0, min(columns, j0 + chunk))
+        report(j0 / columns, f"solving samples {j0 * n_m + 1}-{min(s, cols[-1] * n_m + n_m)} of {s}")
+        idx = torch.tensor([[k + j * n_m for j in cols] for k in range(n_m)], dtype=torch.long)  # [M, C]
+        valid = idx < s
+        m_c = len(cols)
+        draws = eps[:, idx.clamp(max=s - 1)]  # [N, M, C, latent] (a column past the last sample is solved and dropped)
+        eps_rows = draws.permute(1, 0, 2, 3).unsqueeze(2).expand(n_m, n, p, m_c, latent).reshape(n_m, -1, latent)
+        ro = stacked.rollout(encoded, eps_rows.to(device), sched, tq, rows_per_schedule=m_c)
+        for k in range(n_m):
+            keep = idx[k][valid[k]]
+            if not keep.numel():
+                continue
+            for out, val in ((mean, ro.mean), (logvar, ro.logvar), (cum_haz, ro.cum_hazard)):
+                out[:, keep] = val[k].view(n, p, m_c, q, -1).transpose(1, 2)[:, : keep.numel()].cpu()
     report(1.0, "summarising samples")
     # In place from here on: a large run holds one copy of its samples, not one per step.
     if eta is not None:

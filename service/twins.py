@@ -42,9 +42,13 @@ def load_twin(store: GraphStore, registry: ModelRegistry, patient_id: str, model
     """Patient ``patient_id``'s graph as of ``as_of`` bound to registry model ``model``."""
     from twin import Twin
 
-    if not store.find_nodes(NodeQuery(patient_id=patient_id, limit=1)):
-        raise TwinError(f"no patient with id {patient_id!r} in the store")
-    return Twin.load(store, patient_id, registry.load(model), as_of=as_of)
+    ens = registry.load(model)
+    try:
+        return Twin.load(store, patient_id, ens, as_of=as_of)  # one read of the records
+    except TwinError:
+        if not store.find_nodes(NodeQuery(patient_id=patient_id, limit=1)):  # only on failure: say why
+            raise TwinError(f"no patient with id {patient_id!r} in the store") from None
+        raise
 
 
 @dataclass

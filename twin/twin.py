@@ -111,13 +111,13 @@ class Twin:
              as_of: datetime | None = None, device: str = "cpu") -> Twin:
         """Bind ``patient_id``'s graph as of ``as_of`` (default: their latest record) to a model."""
         ens = model if isinstance(model, TwinEnsemble) else TwinEnsemble.load(model, device)
-        if as_of is None:
-            latest = load_records(store, patient_id)
-            times = [n.time for n in latest.nodes if n.time is not None]
-            if not times:
-                raise TwinError(f"patient {patient_id!r} has no time-stamped records to forecast from")
-            as_of = max(times)
-        return cls(store, patient_id, ens, as_of, load_records(store, patient_id, as_of))
+        if as_of is not None:
+            return cls(store, patient_id, ens, as_of, load_records(store, patient_id, as_of))
+        latest = load_records(store, patient_id)  # one read; the origin is its latest record
+        times = [n.time for n in latest.nodes if n.time is not None]
+        if not times:
+            raise TwinError(f"patient {patient_id!r} has no time-stamped records to forecast from")
+        return cls(store, patient_id, ens, max(times), latest.cut(max(times)))
 
     def graph(self, *, images: bool = True, variants: bool = True) -> Batch:
         """The as-of graph features as a one-graph ``Batch`` (optionally without a modality)."""
@@ -151,9 +151,9 @@ class Twin:
         doses = dose_schedule(plan if plan is not None else self.current_plan(), spec.vocab, spec.norms,
                               int(math.ceil(horizon_days)) + 1, strict=plan is not None)
         days = np.unique(np.append(np.arange(0, horizon_days + 1, max(step_days, 1)), horizon_days)).astype(np.float32)
-        g = build_graph(self.records, self.as_of, spec, self.model.image_encoder)
+        g, enc = self.model.encode(self.records)
         p = predict(self.model, [g], doses[None], torch.from_numpy(days), n_samples=n_samples, seed=seed,
-                    on_progress=on_progress)
+                    encoded=enc, on_progress=on_progress)
         labs = {}
         for j, code in enumerate(spec.vocab.target_labs):
             labs[code] = LabForecast(code, spec.vocab.target_names.get(code, code), spec.vocab.target_units.get(code, ""),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 
 import numpy as np
 import pytest
@@ -176,12 +177,13 @@ def test_chunked_solves_give_the_same_numbers_and_checkpoints(toy_twins, monkeyp
     sim = importlib.import_module("scenarios.simulate")  # the package exports a function of that name
 
     whole = simulate(toy_twins[:2], [CONT, HIGH, NONE], 200, n_samples=6, seed=4)
-    monkeypatch.setattr(sim, "CHUNK_STATE_ELEMENTS", 1)  # one sample per solve
+    monkeypatch.setattr(sim, "CHUNK_STATE_ELEMENTS", 1)  # one sample of each member per solve
     seen: list[float] = []
     chunked = simulate(toy_twins[:2], [CONT, HIGH, NONE], 200, n_samples=6, seed=4,
                        on_progress=lambda f, m: seen.append(f))
     np.testing.assert_allclose(chunked.lab_samples, whole.lab_samples, rtol=1e-5, atol=1e-5)
-    assert len(seen) == 6 + 1 and seen == sorted(seen) and seen[-1] == 1.0
+    members = len(toy_twins[0].model.members)
+    assert len(seen) == math.ceil(6 / members) + 1 and seen == sorted(seen) and seen[-1] == 1.0
 
 
 def test_a_raising_progress_callback_stops_the_run(toy_twins, monkeypatch) -> None:

@@ -14,13 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch_geometric.data import HeteroData
 
 from core.errors import ModelError
 from twin.config import ModelConfig
 from twin.features.hetero import FeatureSpec, node_dims
+from twin.features.records import PatientRecords
 from twin.features.vocab import Normalisers, Vocabulary
 from twin.image_encoder import ImageEncoder
-from twin.model.twin_model import TwinModel
+from twin.model.encodings import EncodingCache
+from twin.model.stacked import StackedMembers
+from twin.model.twin_model import Encoded, TwinModel
 from twin.spec import CohortSpec
 
 __all__ = ["CHECKPOINT_FORMAT", "TwinEnsemble", "load_model"]
@@ -41,6 +45,9 @@ class TwinEnsemble:
     model_config: ModelConfig
     train_config: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    encodings: EncodingCache = field(default_factory=EncodingCache, repr=False, compare=False)
+    _stacked: dict[tuple[int, ...], tuple[list[torch.Tensor], list[tuple[int, int]], StackedMembers]] = field(default_factory=dict, init=False, repr=False,
+                                                                         compare=False)
 
     @staticmethod
     def build_member(cfg: ModelConfig, spec: FeatureSpec) -> TwinModel:
@@ -52,6 +59,25 @@ class TwinEnsemble:
     def cohort(self) -> CohortSpec:
         """The cohort specification the members were trained on (targets, treatments, scales)."""
         return self.spec.vocab.cohort
+
+    def stacked(self, members: list[int] | None = None) -> StackedMembers:
+        """The chosen members (default: all) stacked for one-solve inference. Built once and
+        rebuilt when a member's weights change (training, ``load_state_dict``) or move device."""
+        chosen = tuple(range(len(self.members))) if members is None else tuple(members)
+        cached = self._stacked.get(chosen)
+        if cached is not None:
+            params, versions, stacked = cached
+            if [(p._version, p.data_ptr()) for p in params] == versions:
+                return stacked
+        params = [p for i in chosen for p in self.members[i].parameters()]
+        stacked = StackedMembers([self.members[i] for i in chosen])
+        self._stacked[chosen] = (params, [(p._version, p.data_ptr()) for p in params], stacked)
+        return stacked
+
+    def encode(self, records: PatientRecords) -> tuple[HeteroData, list[Encoded]]:
+        """The as-of graph of ``records`` and every member's encoding of it (cached, see
+        :class:`~twin.model.encodings.EncodingCache`)."""
+        return self.encodings.get(self.stacked(), records, self.spec, self.image_encoder)
 
     @property
     def device(self) -> torch.device:
