@@ -19,6 +19,7 @@ def plot_trajectories(result: ScenarioResult, path: str | Path, *, patient: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    result.full_samples("a plot of trajectories")
     pi = result.patient_index(patient)
     codes = [result.labs[result.lab_index(lab)] for lab in labs] if labs else list(result.labs)
     panels: list[tuple[str, str | None]] = [(c, None) for c in codes] + [(e, "risk") for e in result.events]

@@ -123,6 +123,8 @@ def objective_samples(result: ScenarioResult, objective: Objective, patient: str
     score = score if objective.sense == "min" else -score
     feasible = np.ones(score.shape, dtype=bool)
     upto = result.time_index(objective.day)
+    if objective.constraints:
+        result.full_samples("a constraint over the trajectory")
     for c in objective.constraints:
         traj = result.lab_samples[:, pi, :, : upto + 1, result.lab_index(c.lab)]
         feasible &= c.holds(traj).all(axis=-1)

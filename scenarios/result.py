@@ -19,7 +19,7 @@ from core.errors import PlanError
 from graph.units import lab_codes_named
 from scenarios.guardrails import Flag
 
-__all__ = ["Interval", "ScenarioResult", "Threshold"]
+__all__ = ["Interval", "ScenarioResult", "Threshold", "find_lab", "first_crossing"]
 
 Interval = tuple[float, float, float]
 """``(median, 5 % quantile, 95 % quantile)`` (the quantile levels of the result)."""
@@ -57,6 +57,32 @@ class Threshold:
         return f"{self.lab} {self.op} {self.value:g}"
 
 
+def find_lab(labs: list[str], names: dict[str, str], lab: str) -> int:
+    """Index in ``labs`` of ``lab``: a code, a display name (``names``), a common alias
+    (``HbA1c``, ``eGFR``) or a unique part of a name; :class:`PlanError` listing them otherwise."""
+    key = lab.strip()
+    if key in labs:
+        return labs.index(key)
+    low = key.lower()
+    for i, c in enumerate(labs):
+        if names.get(c, "").lower() == low:
+            return i
+    for code in lab_codes_named(low):
+        if code in labs:
+            return labs.index(code)
+    hits = [i for i, c in enumerate(labs) if low and low in names.get(c, "").lower()]
+    if len(hits) == 1:
+        return hits[0]
+    known = ", ".join(f"{c} ({names.get(c, c)})" for c in labs)
+    raise PlanError(f"lab {lab!r} is not forecast by this model (forecast labs: {known})")
+
+
+def first_crossing(traj: np.ndarray, times: np.ndarray, threshold: Threshold) -> np.ndarray:
+    """First of ``times`` (last axis of ``traj``) on which ``threshold`` holds; ``inf``: never."""
+    hit = threshold.holds(traj)
+    return np.where(hit.any(axis=-1), times[np.argmax(hit, axis=-1)], np.inf)
+
+
 @dataclass
 class ScenarioResult:
     """All twins × plans of one batched solve.
@@ -65,6 +91,12 @@ class ScenarioResult:
     ``[S, N, P, T, E]`` (cumulative probability of each event by each time), with S samples,
     N patients, P plans, T query times (``times``, days from each patient's origin), L labs,
     E event kinds.
+
+    A summarised result (``simulate(..., sample_days=...)``) keeps samples only on
+    ``sample_times`` (T = their count above) and holds every query day as quantile ``bands``
+    (``median``/``lo``/``hi`` ``[N, P, times, L]``, ``risk_median``/``risk_lo``/``risk_hi``
+    ``[N, P, times, E]``) and each threshold's first-crossing days ``crossings``
+    ``[thresholds, S, N, P]``, computed from the full trajectories before they were dropped.
     """
 
     patients: list[str]
@@ -82,12 +114,18 @@ class ScenarioResult:
     quantiles: tuple[float, float] = (0.05, 0.95)
     seed: int = 0
     horizon_days: float = 0.0
+    sample_times: np.ndarray | None = None
+    bands: dict[str, np.ndarray] | None = None
+    crossings: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         S, N, P, T, L = self.lab_samples.shape
-        if (N, P, T, L) != (len(self.patients), len(self.plans), len(self.times), len(self.labs)):
+        kept = self.times if self.sample_times is None else self.sample_times
+        if (N, P, T, L) != (len(self.patients), len(self.plans), len(kept), len(self.labs)):
             raise ValueError(f"lab_samples shape {self.lab_samples.shape} does not match "
-                             f"patients×plans×times×labs = {N}×{P}×{T}×{L}")
+                             f"patients×plans×sample times×labs = {N}×{P}×{len(kept)}×{L}")
+        if (self.sample_times is None) != (self.bands is None):
+            raise ValueError("a result with samples on some days only needs bands for every day, and vice versa")
         if self.reference not in self.plans:
             raise ValueError(f"reference plan {self.reference!r} is not among the plans {self.plans}")
 
@@ -95,6 +133,11 @@ class ScenarioResult:
     @property
     def n_samples(self) -> int:
         return int(self.lab_samples.shape[0])
+
+    @property
+    def summarised(self) -> bool:
+        """Whether samples were kept on ``sample_times`` only (see the class docstring)."""
+        return self.sample_times is not None
 
     def patient_index(self, patient: str | int | None) -> int:
         if patient is None:
@@ -118,21 +161,7 @@ class ScenarioResult:
 
     def lab_index(self, lab: str) -> int:
         """Index of ``lab``: a code, a display name, or a common alias (``HbA1c``, ``eGFR``)."""
-        key = lab.strip()
-        if key in self.labs:
-            return self.labs.index(key)
-        low = key.lower()
-        for i, c in enumerate(self.labs):
-            if self.lab_names.get(c, "").lower() == low:
-                return i
-        for code in lab_codes_named(low):
-            if code in self.labs:
-                return self.labs.index(code)
-        hits = [i for i, c in enumerate(self.labs) if low and low in self.lab_names.get(c, "").lower()]
-        if len(hits) == 1:
-            return hits[0]
-        known = ", ".join(f"{c} ({self.lab_names.get(c, c)})" for c in self.labs)
-        raise PlanError(f"lab {lab!r} is not forecast by this model (forecast labs: {known})")
+        return find_lab(self.labs, self.lab_names, lab)
 
     def event_index(self, event: str) -> int:
         key = event.strip().lower().removeprefix("risk:").replace("hospitalization", "hospitalisation")
@@ -146,23 +175,43 @@ class ScenarioResult:
             raise PlanError(f"day {day:g} is outside the simulated horizon 0–{self.times[-1]:g}")
         return int(np.argmin(np.abs(self.times - day)))
 
+    def sample_index(self, day: float) -> int:
+        """Index in the samples of the query time closest to ``day`` (a kept day when summarised)."""
+        i = self.time_index(day)
+        if self.sample_times is None:
+            return i
+        hit = np.flatnonzero(np.abs(self.sample_times - self.times[i]) < 1e-6)
+        if not hit.size:
+            kept = ", ".join(f"{t:g}" for t in self.sample_times)
+            raise PlanError(f"samples of this run were kept on days {kept} only, not day {day:g}; "
+                            "simulate again with that day among the sample days")
+        return int(hit[0])
+
+    def full_samples(self, what: str) -> None:
+        """Raise :class:`PlanError` when ``what`` needs every sample on every day and this
+        result kept them on some days only."""
+        if self.summarised:
+            raise PlanError(f"{what} needs every sample on every query day; this run kept samples on "
+                            "some days only (simulate without sample_days)")
+
     # ----------------------------------------------------------------- samples
     def lab_at(self, lab: str, day: float, patient: str | int | None = None) -> np.ndarray:
         """Samples ``[S, P]`` of ``lab`` on ``day``."""
-        return self.lab_samples[:, self.patient_index(patient), :, self.time_index(day), self.lab_index(lab)]
+        return self.lab_samples[:, self.patient_index(patient), :, self.sample_index(day), self.lab_index(lab)]
 
     def risk_at(self, event: str, day: float, patient: str | int | None = None) -> np.ndarray:
         """Samples ``[S, P]`` of the cumulative risk of ``event`` by ``day``."""
         if self.risk_samples is None:
             raise PlanError("this result holds no event risks (the model has no event hazards)")
-        return self.risk_samples[:, self.patient_index(patient), :, self.time_index(day), self.event_index(event)]
+        return self.risk_samples[:, self.patient_index(patient), :, self.sample_index(day), self.event_index(event)]
 
     def crossing_days(self, threshold: Threshold, patient: str | int | None = None) -> np.ndarray:
         """Samples ``[S, P]`` of the first query day on which ``threshold`` holds (``inf``: never)."""
-        traj = self.lab_samples[:, self.patient_index(patient), :, :, self.lab_index(threshold.lab)]
-        hit = threshold.holds(traj)
-        first = np.where(hit.any(axis=-1), self.times[np.argmax(hit, axis=-1)], np.inf)
-        return first
+        pi = self.patient_index(patient)
+        if self.crossings is not None and threshold in self.thresholds:
+            return self.crossings[self.thresholds.index(threshold), :, pi]
+        self.full_samples(f"the crossing of {threshold}")
+        return first_crossing(self.lab_samples[:, pi, :, :, self.lab_index(threshold.lab)], self.times, threshold)
 
     def summarise(self, x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Median and the lower/upper quantiles of samples along ``axis``."""
@@ -172,8 +221,11 @@ class ScenarioResult:
 
     def trajectory(self, plan: str | int, lab: str, patient: str | int | None = None) -> dict[str, np.ndarray]:
         """``{times, median, lo, hi}`` of ``lab`` under ``plan``."""
-        x = self.lab_samples[:, self.patient_index(patient), self.plan_index(plan), :, self.lab_index(lab)]
-        med, lo, hi = self.summarise(x)
+        pi, p, j = self.patient_index(patient), self.plan_index(plan), self.lab_index(lab)
+        if self.bands is not None:
+            return {"times": self.times, "median": self.bands["median"][pi, p, :, j], "lo": self.bands["lo"][pi, p, :, j],
+                    "hi": self.bands["hi"][pi, p, :, j]}
+        med, lo, hi = self.summarise(self.lab_samples[:, pi, p, :, j])
         return {"times": self.times, "median": med, "lo": lo, "hi": hi}
 
     def difference(self, plan: str | int, lab: str, day: float, patient: str | int | None = None,

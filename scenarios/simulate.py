@@ -33,18 +33,20 @@ from torch_geometric.data import Batch
 from core.errors import PlanError, TwinError
 from scenarios.guardrails import Flag, check_plans
 from scenarios.plan import ResolvedPlan, TreatmentPlan
-from scenarios.result import ScenarioResult, Threshold
+from scenarios.result import ScenarioResult, Threshold, find_lab, first_crossing
 from scenarios.schedule import plan_dose_actions
 from scenarios.treatments import TreatmentCatalog
 from twin.features import build_graph
 from twin.features.treatment import DoseAction, actions_from_records, dose_schedule
 from twin.model.stacked import StackedMembers
+from twin.model.twin_model import Encoded
 from twin.spec import inverse_transform
 
 __all__ = ["CHUNK_STATE_ELEMENTS", "PreparedRun", "SimulatableTwin", "default_query_days", "prepare", "run_prepared",
            "simulate"]
 
 _KEY_DAYS = (30.0, 90.0, 180.0, 365.0)
+_QUANTILES = (0.05, 0.95)  # the bands of a summarised run: ScenarioResult.quantiles
 
 #: One solve covers at most this many values of ODE states and dose schedules (rows x (grid
 #: points x state width + days x treatments), float32): larger runs are solved in chunks of samples,
@@ -171,6 +173,24 @@ def prepare(
                        float(horizon_days))
 
 
+def _draw(seed: int, twin: int, n_samples: int, latent: int, noise_shape: tuple[int, ...] | None
+          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Twin ``twin``'s latent draws ``[S, latent]`` and lab-noise draws ``[S, *noise_shape]``,
+    from a generator of its own, so the numbers do not depend on how twins are chunked."""
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + twin)
+    eps = torch.randn(n_samples, latent, generator=gen)
+    eta = torch.randn(n_samples, *noise_shape, generator=gen) if noise_shape is not None else None
+    return eps, eta
+
+
+def _rows(enc: Sequence[Encoded], i0: int, i1: int) -> list[Encoded]:
+    """Twins ``i0:i1`` of every member's encodings."""
+    return [Encoded(*(getattr(e, f)[i0:i1] for f in _ENCODED_FIELDS)) for e in enc]
+
+
+_ENCODED_FIELDS = ("mu", "logvar", "s", "anchor", "anchor_mask", "level", "n_obs", "dose_hist")
+
+
 def run_prepared(
     run: PreparedRun,
     *,
@@ -181,13 +201,17 @@ def run_prepared(
     reference: str | None = None,
     thresholds: Sequence[Threshold] = (),
     plan_rows: slice | None = None,
+    sample_days: Sequence[float] | None = None,
     on_progress: ProgressFn | None = None,
 ) -> ScenarioResult:
-    """Solve a prepared run (one stacked solve of all members, split into chunks of samples
-    when it is large, see :data:`CHUNK_STATE_ELEMENTS`) and collect the samples.
+    """Solve a prepared run in chunks of twins (and of samples when one twin is large, see
+    :data:`CHUNK_STATE_ELEMENTS`), every ensemble member in the same solve, and collect samples.
 
-    ``plan_rows`` restricts the solve to a slice of the plans (used by the loop-over-plans
-    comparison in ``bench/whatif.py``; the default solves all plans at once).
+    ``sample_days``: keep samples only on these days (each must be a query day) and reduce the
+    rest, chunk by chunk, to quantile bands (:attr:`ScenarioResult.bands`) and threshold
+    crossing days: memory then grows with twins x plans x query days, not with samples.
+    ``None`` keeps every sample on every query day. ``plan_rows`` restricts the solve to a
+    slice of the plans (the loop-over-plans comparison in ``bench/whatif.py``).
     ``on_progress(fraction, message)`` is called before every chunk and may raise to stop.
     """
     if n_samples < 1:
@@ -198,73 +222,114 @@ def run_prepared(
     vocab, norms = spec.vocab, spec.norms
     doses = run.doses if plan_rows is None else run.doses[:, plan_rows]
     plans = run.plans if plan_rows is None else run.plans[plan_rows]
-    n, p, t_days, d = doses.shape
-    s = n_samples
-    latent = int(stacked.cfg.latent)
-    gen = torch.Generator().manual_seed(int(seed))
-    eps = torch.randn(n, s, latent, generator=gen)  # shared by all plans of a twin
-    if not sample_latent:
-        eps.zero_()
-    q = int(run.t_query.numel())
-    eta = torch.randn(n, s, q, vocab.n_targets, generator=gen) if observation_noise else None
-    device = stacked.field.pk_rate.device
-    encoded = stacked.encode(Batch.from_data_list(run.graphs).to(device))
-    sched = doses.reshape(n * p, t_days, d).to(device)  # one copy of each schedule, never per sample or member
-    tq = run.t_query.to(device)
-    mean = torch.empty(n, s, p, q, vocab.n_targets)
-    logvar = torch.empty_like(mean)
-    cum_haz = torch.empty(n, s, p, q, len(vocab.event_kinds))
-    # Sample s comes from ensemble member s mod M: column j of member k is sample k + j*M. One
-    # solve per chunk of columns covers every member, twin and plan (rows ordered twin, plan,
-    # column: each schedule's samples are consecutive, as StackedMembers.rollout expects).
-    step = float(vocab.cohort.scales.step_days)
-    grid = max(1, math.ceil(float(run.t_query.max()) / step)) + 1 if q else 1
-    width = latent + d + len(vocab.event_kinds) + vocab.n_targets * d
-    columns = math.ceil(s / n_m)
-    per_column = max(1, n_m * n * p * grid * width)  # ODE states of one column
-    chunk = max(1, CHUNK_STATE_ELEMENTS // per_column)
-    report = on_progress or (lambda frac, message: None)
-    for j0 in range(0, columns, chunk):
-        cols = range(j0, min(columns, j0 + chunk))
-        report(j0 / columns, f"solving samples {j0 * n_m + 1}-{min(s, cols[-1] * n_m + n_m)} of {s}")
-        idx = torch.tensor([[k + j * n_m for j in cols] for k in range(n_m)], dtype=torch.long)  # [M, C]
-        valid = idx < s
-        m_c = len(cols)
-        draws = eps[:, idx.clamp(max=s - 1)]  # [N, M, C, latent] (a column past the last sample is solved and dropped)
-        eps_rows = draws.permute(1, 0, 2, 3).unsqueeze(2).expand(n_m, n, p, m_c, latent).reshape(n_m, -1, latent)
-        ro = stacked.rollout(encoded, eps_rows.to(device), sched, tq, rows_per_schedule=m_c)
-        for k in range(n_m):
-            keep = idx[k][valid[k]]
-            if not keep.numel():
-                continue
-            for out, val in ((mean, ro.mean), (logvar, ro.logvar), (cum_haz, ro.cum_hazard)):
-                out[:, keep] = val[k].view(n, p, m_c, q, -1).transpose(1, 2)[:, : keep.numel()].cpu()
-    report(1.0, "summarising samples")
-    # In place from here on: a large run holds one copy of its samples, not one per step.
-    if eta is not None:
-        mean.add_(logvar.mul_(0.5).exp_().mul_(eta.unsqueeze(2)))
-    del logvar
-    labs = list(vocab.target_labs)
-    lab_mean = torch.tensor([norms.lab_mean.get(c, 0.0) for c in labs])
-    lab_std = torch.tensor([norms.lab_std.get(c, 1.0) for c in labs])
-    values = mean.mul_(lab_std).add_(lab_mean).permute(1, 0, 2, 3, 4).numpy()  # [S, N, P, Q, L], transformed
-    for j, c in enumerate(labs):  # each sample back in the target's own unit (transforms are monotone)
-        if norms.transforms.get(c, "identity") != "identity":
-            values[..., j] = inverse_transform(norms.transforms[c], values[..., j])
-    events = list(vocab.event_kinds)
-    risk = None
-    if events:
-        risk = cum_haz.clamp_(min=0.0).neg_().exp_().neg_().add_(1.0).permute(1, 0, 2, 3, 4).numpy()
     names = [pl.name for pl in plans]
     ref = reference or names[0]
     if ref not in names:
         raise PlanError(f"reference plan {ref!r} is not among the plans ({', '.join(names)})")
+    n, p, t_days, d = doses.shape
+    s = n_samples
+    times = run.t_query.numpy().astype(np.float64)
+    q = len(times)
+    keep = None if sample_days is None else _day_indices(times, sample_days)
+    labs, events = list(vocab.target_labs), list(vocab.event_kinds)
+    n_l, n_e = len(labs), len(events)
+    lab_mean = torch.tensor([norms.lab_mean.get(c, 0.0) for c in labs])
+    lab_std = torch.tensor([norms.lab_std.get(c, 1.0) for c in labs])
+    transforms = {j: norms.transforms[c] for j, c in enumerate(labs) if norms.transforms.get(c, "identity") != "identity"}
+    latent = int(stacked.cfg.latent)
+    device = stacked.field.pk_rate.device
+    encoded = stacked.encode(Batch.from_data_list(run.graphs).to(device))
+    tq = run.t_query.to(device)
+    # Sample s comes from ensemble member s mod M: column j of member k is sample k + j*M. A solve
+    # covers every member and plan of a chunk of twins and columns (rows ordered twin, plan,
+    # column: each schedule's samples are consecutive, as StackedMembers.rollout expects).
+    step = float(vocab.cohort.scales.step_days)
+    grid = max(1, math.ceil(float(run.t_query.max()) / step)) + 1 if q else 1
+    width = latent + d + n_e + n_l * d
+    columns = math.ceil(s / n_m)
+    per_column = max(1, n_m * p * grid * width)  # ODE states of one twin's column
+    twins_per_chunk = max(1, CHUNK_STATE_ELEMENTS // (per_column * columns))
+    cols_per_chunk = max(1, CHUNK_STATE_ELEMENTS // (per_column * min(n, twins_per_chunk)))
+    n_kept = q if keep is None else len(keep)
+    lab_out = np.empty((s, n, p, n_kept, n_l), np.float32)
+    risk_out = np.empty((s, n, p, n_kept, n_e), np.float32) if n_e else None
+    bands = None if keep is None else {k: np.empty((n, p, q, w), np.float32) for k, w in
+                                       (("median", n_l), ("lo", n_l), ("hi", n_l),
+                                        ("risk_median", n_e), ("risk_lo", n_e), ("risk_hi", n_e))}
+    crossings = None if keep is None else np.empty((len(thresholds), s, n, p), np.float64)
+    lo_q, hi_q = _QUANTILES
+    report = on_progress or (lambda frac, message: None)
+    total = math.ceil(n / twins_per_chunk) * math.ceil(columns / cols_per_chunk)
+    done = 0
+    for i0 in range(0, n, twins_per_chunk):
+        i1 = min(n, i0 + twins_per_chunk)
+        n_c = i1 - i0
+        draws = [_draw(seed, i, s, latent, (q, n_l) if observation_noise else None) for i in range(i0, i1)]
+        eps = torch.stack([e for e, _ in draws])  # [n_c, S, latent], shared by all plans of a twin
+        if not sample_latent:
+            eps.zero_()
+        enc = _rows(encoded, i0, i1)
+        sched = doses[i0:i1].reshape(n_c * p, t_days, d).to(device)  # one copy per schedule
+        mean = torch.empty(n_c, s, p, q, n_l)
+        logvar = torch.empty_like(mean)
+        cum_haz = torch.empty(n_c, s, p, q, n_e)
+        for j0 in range(0, columns, cols_per_chunk):
+            cols = range(j0, min(columns, j0 + cols_per_chunk))
+            report(done / total, f"solving twins {i0 + 1}-{i1} of {n}, samples {j0 * n_m + 1}-"
+                                 f"{min(s, cols[-1] * n_m + n_m)} of {s}")
+            done += 1
+            idx = torch.tensor([[k + j * n_m for j in cols] for k in range(n_m)], dtype=torch.long)  # [M, C]
+            m_c = len(cols)
+            # a column past the last sample is solved and dropped
+            e_rows = eps[:, idx.clamp(max=s - 1)].permute(1, 0, 2, 3).unsqueeze(2)  # [M, n_c, 1, C, latent]
+            e_rows = e_rows.expand(n_m, n_c, p, m_c, latent).reshape(n_m, -1, latent)
+            ro = stacked.rollout(enc, e_rows.to(device), sched, tq, rows_per_schedule=m_c)
+            for k in range(n_m):
+                own = idx[k][idx[k] < s]
+                if own.numel():
+                    for out, val in ((mean, ro.mean), (logvar, ro.logvar), (cum_haz, ro.cum_hazard)):
+                        out[:, own] = val[k].view(n_c, p, m_c, q, -1).transpose(1, 2)[:, : own.numel()].cpu()
+        if observation_noise:
+            eta = torch.stack([e for _, e in draws if e is not None])  # [n_c, S, Q, L]
+            mean.add_(logvar.mul_(0.5).exp_().mul_(eta.unsqueeze(2)))
+        del logvar
+        values = mean.mul_(lab_std).add_(lab_mean).transpose(0, 1).numpy()  # [S, n_c, P, Q, L], transformed
+        for j, kind in transforms.items():  # back in each target's own unit (transforms are monotone)
+            values[..., j] = inverse_transform(kind, values[..., j])
+        risk = cum_haz.clamp_(min=0.0).neg_().exp_().neg_().add_(1.0).transpose(0, 1).numpy() if n_e else None
+        if keep is None:
+            lab_out[:, i0:i1] = values
+            if risk_out is not None and risk is not None:
+                risk_out[:, i0:i1] = risk
+            continue
+        assert bands is not None and crossings is not None
+        lab_out[:, i0:i1] = values[..., keep, :]
+        for key, x in (("", values), ("risk_", risk)):
+            if x is not None:
+                med, lo, hi = np.quantile(x, [0.5, lo_q, hi_q], axis=0)
+                bands[key + "median"][i0:i1], bands[key + "lo"][i0:i1], bands[key + "hi"][i0:i1] = med, lo, hi
+        if risk_out is not None and risk is not None:
+            risk_out[:, i0:i1] = risk[..., keep, :]
+        for t_i, th in enumerate(thresholds):
+            crossings[t_i, :, i0:i1] = first_crossing(values[..., find_lab(labs, vocab.target_names, th.lab)], times, th)
+    report(1.0, "summarising samples")
     return ScenarioResult(
         patients=[str(tw.patient_id) for tw in run.twins], plans=names, reference=ref,
-        times=run.t_query.numpy().astype(np.float64), labs=labs, lab_samples=values.astype(np.float32, copy=False),
-        events=events, risk_samples=None if risk is None else risk.astype(np.float32, copy=False),
+        times=times, labs=labs, lab_samples=lab_out, events=events, risk_samples=risk_out,
         lab_names=dict(vocab.target_names), lab_units=dict(vocab.target_units), thresholds=list(thresholds),
-        flags=[f for f in run.flags if f.plan in names], seed=int(seed), horizon_days=run.horizon_days)
+        flags=[f for f in run.flags if f.plan in names], seed=int(seed), horizon_days=run.horizon_days,
+        sample_times=None if keep is None else times[keep], bands=bands, crossings=crossings, quantiles=_QUANTILES)
+
+
+def _day_indices(times: np.ndarray, days: Sequence[float]) -> np.ndarray:
+    """Indices of ``days`` among the query ``times`` (each must be one)."""
+    out = []
+    for day in sorted(set(float(x) for x in days)):
+        hit = np.flatnonzero(np.abs(times - day) < 1e-6)
+        if not hit.size:
+            raise PlanError(f"sample day {day:g} is not a query day of this run")
+        out.append(int(hit[0]))
+    return np.array(out, dtype=np.int64)
 
 
 def simulate(
@@ -281,6 +346,7 @@ def simulate(
     sample_latent: bool = True,
     query_days: Sequence[float] | None = None,
     extra_days: Sequence[float] = (),
+    sample_days: Sequence[float] | None = None,
     on_progress: ProgressFn | None = None,
 ) -> ScenarioResult:
     """Simulate every twin under every plan for ``horizon_days`` in one batched model solve.
@@ -299,6 +365,9 @@ def simulate(
         sample_latent: draw ``z0`` from the twin's posterior (False: its mean, epistemic off).
         query_days: times to report (default: every solver step, key days 30/90/180/365, the
             horizon, and ``extra_days``).
+        sample_days: keep samples only on these days (and the horizon) and summarise every
+            query day as quantile bands, chunk by chunk: a cohort run's memory then grows with
+            twins x plans, not with samples. ``None`` (default) keeps every sample.
         on_progress: ``(fraction, message)`` before every chunk of the solve; it may raise
             (e.g. a cancellation) to stop the run there.
 
@@ -311,7 +380,11 @@ def simulate(
             out-of-distribution plans.
         TwinError: twins that do not share one model.
     """
-    run = prepare(twins, plans, horizon_days, strict=strict, query_days=query_days, extra_days=extra_days)
+    kept = None if sample_days is None else (*sample_days, horizon_days)
+    if kept is not None and query_days:
+        query_days = (*query_days, *kept)
+    run = prepare(twins, plans, horizon_days, strict=strict, query_days=query_days,
+                  extra_days=(*extra_days, *(kept or ())))
     return run_prepared(run, n_samples=n_samples, seed=seed, observation_noise=observation_noise,
                         sample_latent=sample_latent, reference=reference, thresholds=thresholds,
-                        on_progress=on_progress)
+                        sample_days=kept, on_progress=on_progress)

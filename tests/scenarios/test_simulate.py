@@ -177,13 +177,13 @@ def test_chunked_solves_give_the_same_numbers_and_checkpoints(toy_twins, monkeyp
     sim = importlib.import_module("scenarios.simulate")  # the package exports a function of that name
 
     whole = simulate(toy_twins[:2], [CONT, HIGH, NONE], 200, n_samples=6, seed=4)
-    monkeypatch.setattr(sim, "CHUNK_STATE_ELEMENTS", 1)  # one sample of each member per solve
+    monkeypatch.setattr(sim, "CHUNK_STATE_ELEMENTS", 1)  # one twin and one sample of each member per solve
     seen: list[float] = []
     chunked = simulate(toy_twins[:2], [CONT, HIGH, NONE], 200, n_samples=6, seed=4,
                        on_progress=lambda f, m: seen.append(f))
     np.testing.assert_allclose(chunked.lab_samples, whole.lab_samples, rtol=1e-5, atol=1e-5)
     members = len(toy_twins[0].model.members)
-    assert len(seen) == math.ceil(6 / members) + 1 and seen == sorted(seen) and seen[-1] == 1.0
+    assert len(seen) == 2 * math.ceil(6 / members) + 1 and seen == sorted(seen) and seen[-1] == 1.0
 
 
 def test_a_raising_progress_callback_stops_the_run(toy_twins, monkeypatch) -> None:
@@ -215,3 +215,48 @@ def test_forecast_reports_progress_and_can_be_stopped(treated_twin) -> None:
 
     with pytest.raises(RuntimeError, match="stop"):
         treated_twin.forecast(horizon_days=60, n_samples=2, on_progress=stop)
+
+
+def test_a_summarised_run_keeps_samples_on_its_days_and_bands_of_every_day(toy_twins, monkeypatch) -> None:
+    """sample_days: the samples kept equal the full run's on those days; the bands and the
+    threshold crossings are those of the full samples; more samples cost no more kept days."""
+    from scenarios import rank
+
+    sim = importlib.import_module("scenarios.simulate")
+    th = Threshold("T1", ">", 12.0)
+    full = simulate(toy_twins[:3], [CONT, HIGH, NONE], 200, n_samples=12, seed=7, thresholds=[th])
+    monkeypatch.setattr(sim, "CHUNK_STATE_ELEMENTS", 1)  # one twin per chunk: the bands are built piecewise
+    part = simulate(toy_twins[:3], [CONT, HIGH, NONE], 200, n_samples=12, seed=7, thresholds=[th],
+                    sample_days=(90, 180))
+    assert part.summarised and not full.summarised
+    np.testing.assert_array_equal(part.times, full.times)
+    np.testing.assert_array_equal(part.sample_times, [90.0, 180.0, 200.0])  # the horizon is always kept
+    for day in (90, 180, 200):
+        np.testing.assert_allclose(part.lab_at("T1", day, 1), full.lab_at("T1", day, 1), rtol=1e-5, atol=1e-5)
+    for plan in full.plans:
+        a, b = part.trajectory(plan, "T2", 2), full.trajectory(plan, "T2", 2)
+        for k in ("median", "lo", "hi"):
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(part.crossing_days(th, 0), full.crossing_days(th, 0))
+    got, want = _leaves(part.summary(0, (90.0, 180.0))), _leaves(full.summary(0, (90.0, 180.0)))
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert got[k] == (pytest.approx(v, rel=1e-4, abs=1e-5) if isinstance(v, float) else v), k
+    assert rank(part, "minimise T1 at 180d", 1).order() == rank(full, "minimise T1 at 180d", 1).order()
+    with pytest.raises(PlanError, match="kept on days 90, 180, 200 only, not day 30"):
+        part.lab_at("T1", 30, 0)
+    with pytest.raises(PlanError, match="needs every sample on every query day"):
+        rank(part, "minimise T1 at 180d subject to T2 < 100", 0)
+    bigger = simulate(toy_twins[:3], [CONT, HIGH, NONE], 200, n_samples=48, seed=7, sample_days=(90, 180))
+    assert bigger.lab_samples.shape[1:] == part.lab_samples.shape[1:]
+    assert bigger.bands is not None and part.bands is not None
+    assert all(bigger.bands[k].shape == part.bands[k].shape for k in part.bands)
+
+
+def _leaves(doc: object, path: str = "") -> dict[str, object]:
+    """Every leaf of a JSON-like document by its path (numbers compare with a tolerance)."""
+    if isinstance(doc, dict):
+        return {k: v for key, val in doc.items() for k, v in _leaves(val, f"{path}/{key}").items()}
+    if isinstance(doc, list):
+        return {k: v for i, val in enumerate(doc) for k, v in _leaves(val, f"{path}/{i}").items()}
+    return {path: doc}

@@ -14,7 +14,7 @@ Inference only (no gradients). It computes what each member's own
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -151,10 +151,11 @@ class _StackedEncoder:
                 w_r, _ = _linear([c.lin_r for c in sage])
                 layer[cast(tuple[str, str, str], tuple(key))] = (w_l, b_l, w_r)
             self.layers.append(layer)
-        self.norms = [{t: (_stack([cast(nn.ModuleDict, e.norms[li])[t].weight for e in encs]).unsqueeze(1),
-                           _stack([cast(nn.ModuleDict, e.norms[li])[t].bias for e in encs]).unsqueeze(1),
-                           float(cast(nn.LayerNorm, cast(nn.ModuleDict, e0.norms[li])[t]).eps))
-                       for t in self.node_types} for li in range(len(e0.convs))]
+        self.norms: list[dict[str, tuple[Tensor, Tensor, float]]] = []
+        for li in range(len(e0.convs)):
+            lns = {t: [cast(nn.LayerNorm, cast(nn.ModuleDict, e.norms[li])[t]) for e in encs] for t in self.node_types}
+            self.norms.append({t: (_stack([ln.weight for ln in ln_t]).unsqueeze(1), _stack([ln.bias for ln in ln_t]).unsqueeze(1),
+                                   float(ln_t[0].eps)) for t, ln_t in lns.items()})
         self.head1 = _linear([e.head[0] for e in encs])
         self.head2 = _linear([e.head[2] for e in encs])
 
@@ -245,7 +246,7 @@ class StackedMembers:
             self.rate_bias = _stack([m.rate_bias for m in members])
             self.effect_context = _stack([m.effect_context.weight.t() for m in members])  # [M, S, L*D]
             self.rate_context = _stack([m.rate_context.weight.t() for m in members])
-            self.lasting = first.lasting.detach()
+            self.lasting = cast(Tensor, first.lasting).detach()
 
     @torch.no_grad()
     def encode(self, graphs: Batch | HeteroData) -> list[Encoded]:
@@ -316,10 +317,12 @@ class StackedMembers:
         st = (states[lo] + w * (states[hi] - states[lo])).permute(1, 2, 0, 3)  # [M, R, Q, N]
         return self._decode(enc, st, e0, rows, t_query)
 
-    def _decode(self, enc: Sequence[Encoded], st: Tensor, e0: Tensor, rows: object, t_query: Tensor) -> StackedRollout:
+    def _decode(self, enc: Sequence[Encoded], st: Tensor, e0: Tensor, expand: Callable[[Tensor], Tensor],
+                t_query: Tensor) -> StackedRollout:
+        """Lab means/log-variances and cumulative hazards from states ``st`` ``[M, R, Q, N]``;
+        ``expand`` maps per-graph tensors ``[M, G, ...]`` to rows ``[M, R, ...]``."""
         lat, d, k, n_l = self.cfg.latent, self.n_drugs, self.n_events, self.n_labs
         n_m, r, q, _ = st.shape
-        expand = rows  # [M, G, ...] -> [M, R, ...]
         e_ = enc[0]
         z, lam = st[..., :lat], st[..., lat + d: lat + d + k]
         c, gstate = st[..., lat + d + k: lat + 2 * d + k], st[..., lat + 2 * d + k:]
@@ -328,17 +331,17 @@ class StackedMembers:
         rest = torch.cat([s_g, a.expand(n_m, -1, -1), e_.anchor_mask.expand(n_m, -1, -1),
                           ((e_.level - e_.anchor) * e_.anchor_mask).expand(n_m, -1, -1),
                           e_.n_obs.expand(n_m, -1, -1)], dim=-1)
-        const = expand(torch.baddbmm(self.bd1, rest, self.wd_rest))  # type: ignore[operator]  # [M, R, H]
+        const = expand(torch.baddbmm(self.bd1, rest, self.wd_rest))  # [M, R, H]
         h = torch.bmm(z.reshape(n_m, r * q, lat), self.wd_z).view(n_m, r, q, -1) + const.unsqueeze(2)
         out = torch.baddbmm(self.bd2, nn.functional.gelu(h).view(n_m, r * q, -1), self.wd2).view(n_m, r, q, 2 * n_l)
         delta, raw = out.split(n_l, dim=-1)
         logvar = self.min_logvar + (self.max_logvar - self.min_logvar) * torch.sigmoid(raw)
-        mean = expand(a.expand(n_m, -1, -1)).unsqueeze(2) + delta * self.change_scale.unsqueeze(2)  # type: ignore[operator]
+        mean = expand(a.expand(n_m, -1, -1)).unsqueeze(2) + delta * self.change_scale.unsqueeze(2)
         if n_l and d:
             gain = (self.effect_bias.unsqueeze(1) + self.effect_slope.unsqueeze(1) * a.view(1, -1, n_l, 1)
                     + torch.bmm(s_g, self.effect_context).view(n_m, -1, n_l, d))  # [M, G, L, D]
             rate = (self.rate_bias.unsqueeze(1) + torch.bmm(s_g, self.rate_context).view(n_m, -1, n_l, d)) * self.lasting
             g0 = self.field.response(e0).unsqueeze(2)  # [M, G, 1, D]
-            gain, rate, g0 = (expand(x).unsqueeze(2) for x in (gain, rate, g0))  # type: ignore[operator]
+            gain, rate, g0 = (expand(x).unsqueeze(2) for x in (gain, rate, g0))
             mean = mean + (gain * (gstate.view(n_m, r, q, n_l, d) - g0) + rate * c.unsqueeze(3)).sum(-1)
         return StackedRollout(t_query, mean, logvar, lam)
