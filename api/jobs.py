@@ -2,9 +2,13 @@
 persisted in SQLite.
 
 A job's row is written when it is queued and updated as it runs, so ``GET /v1/jobs/{id}``
-answers from the file, not from memory. When the service starts, any job still marked
-``queued`` or ``running`` belonged to a process that is gone: it is marked ``failed`` with a
-message saying so, never left looking alive.
+answers from the file, not from memory, in whichever server process (``twin serve --workers
+N``) the request lands. A job runs in the process that accepted it; its row names that process
+(``runner``: pid and start time). When a runner starts, any job still marked ``queued`` or
+``running`` whose process is gone is marked ``failed`` with a message saying so, never left
+looking alive; jobs of live sibling processes are left alone. A cancel request reaching
+another process than the job's is written to the row, and the job's own process reads it at
+the job's next checkpoint (a queued job is cancelled at once).
 
 The queue is capped (``max_queued`` jobs waiting): :meth:`JobRunner.submit` raises
 :class:`QueueFull` with a retry time estimated from the jobs actually running and the
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import queue
 import sqlite3
 import threading
@@ -77,10 +82,41 @@ CREATE TABLE IF NOT EXISTS jobs (
     params TEXT NOT NULL,
     result TEXT,
     error TEXT,
-    owner TEXT
+    owner TEXT,
+    runner TEXT,
+    cancel TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
 """
+
+
+_COLUMNS = "id, kind, status, progress, message, created, updated, params, result, error, owner"
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), ``None`` if it does not exist
+    or cannot be read: with the pid it names a process uniquely even when pids are reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _runner_id(pid: int) -> str:
+    return f"{pid}:{_process_start(pid) or '?'}"
+
+
+def _runner_alive(runner: str | None) -> bool:
+    """Whether the process a job row names still runs (pid and start time both match)."""
+    if not runner or ":" not in runner:
+        return False
+    pid, start = runner.split(":", 1)
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    return start == "?" or _process_start(int(pid)) == start
 
 
 def _now() -> str:
@@ -115,16 +151,22 @@ class JobRunner:
         self.workers = workers
         self.max_queued = max_queued
         self._conn = open_sqlite_file(self.path, _SCHEMA)
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
+        for col in ("runner", "cancel"):  # files written before the service ran several processes
+            if col not in have:
+                self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {col} TEXT")
+        self.runner = _runner_id(os.getpid())
         self._lock = threading.Lock()  # the connection
         self._state = threading.Lock()  # the in-memory queue state below
         self._queued: dict[str, CancelToken] = {}  # insertion-ordered
         self._running: dict[str, tuple[float, CancelToken]] = {}  # id -> (monotonic start, token)
         self._durations: deque[float] = deque(maxlen=_RECENT)
         with self._lock:
-            self._conn.execute(
-                "UPDATE jobs SET status='failed', error=?, updated=? WHERE status IN ('queued', 'running')",
-                (INTERRUPTED, _now()),
-            )
+            active = self._conn.execute("SELECT id, runner FROM jobs WHERE status IN ('queued', 'running')").fetchall()
+            for job_id, runner in active:
+                if not _runner_alive(runner):
+                    self._conn.execute("UPDATE jobs SET status='failed', error=?, updated=? WHERE id = ? "
+                                       "AND status IN ('queued', 'running')", (INTERRUPTED, _now(), job_id))
         self._queue: queue.Queue[tuple[str, JobFn] | None] = queue.Queue()
         self._threads = [
             threading.Thread(target=self._work, name=f"twin-job-{i}", daemon=True) for i in range(workers)
@@ -144,9 +186,9 @@ class JobRunner:
         try:
             with self._lock:
                 self._conn.execute(
-                    "INSERT INTO jobs (id, kind, status, progress, message, created, updated, params, owner) "
-                    "VALUES (?, ?, 'queued', 0, 'queued', ?, ?, ?, ?)",
-                    (job_id, kind, now, now, json.dumps(params, sort_keys=True, default=str), owner),
+                    "INSERT INTO jobs (id, kind, status, progress, message, created, updated, params, owner, runner) "
+                    "VALUES (?, ?, 'queued', 0, 'queued', ?, ?, ?, ?, ?)",
+                    (job_id, kind, now, now, json.dumps(params, sort_keys=True, default=str), owner, self.runner),
                 )
         except BaseException:
             with self._state:
@@ -169,6 +211,13 @@ class JobRunner:
         elif running is not None:
             running[1].cancel(reason)
             self._update(job_id, message="cancelling")
+        else:  # another process's job (or a finished one: then nothing changes)
+            now = _now()
+            with self._lock:
+                self._conn.execute("UPDATE jobs SET status='cancelled', error=?, message='cancelled before it started', "
+                                   "updated=? WHERE id = ? AND status = 'queued'", (reason, now, job_id))
+                self._conn.execute("UPDATE jobs SET cancel=?, message='cancelling', updated=? WHERE id = ? "
+                                   "AND status = 'running'", (reason, now, job_id))
         return self.get(job_id)
 
     def retry_after_s(self) -> int:
@@ -183,7 +232,7 @@ class JobRunner:
     def get(self, job_id: str) -> JobRecord | None:
         """The job's current state, or ``None`` if no such job was ever submitted."""
         with self._lock:
-            row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = self._conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _record(row) if row else None
 
     def list(self, kind: str | None = None, owner: str | None = None) -> list[JobRecord]:
@@ -194,7 +243,7 @@ class JobRunner:
             where, params = [*where, "kind = ?"], [*params, kind]
         if owner is not None:
             where, params = [*where, "owner = ?"], [*params, owner]
-        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql = f"SELECT {_COLUMNS} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         with self._lock:
             rows = self._conn.execute(sql + " ORDER BY created DESC, id", tuple(params)).fetchall()
         return [_record(r) for r in rows]
@@ -253,9 +302,25 @@ class JobRunner:
                     continue
                 started = time.monotonic()
                 self._running[job_id] = (started, token)
-            self._update(job_id, status="running", message="started")
+            try:
+                with self._lock:  # running, unless another process cancelled it while it waited
+                    took = self._conn.execute("UPDATE jobs SET status='running', message='started', updated=? "
+                                              "WHERE id = ? AND status = 'queued'", (_now(), job_id)).rowcount
+            except sqlite3.ProgrammingError:  # closed during shutdown: the job stays queued (failed on restart)
+                return
+            if not took:
+                with self._state:
+                    self._running.pop(job_id, None)
+                continue
 
             def progress(frac: float, message: str, _id: str = job_id, _token: CancelToken = token) -> None:
+                try:
+                    with self._lock:  # a cancel request another server process wrote to the row
+                        row = self._conn.execute("SELECT cancel FROM jobs WHERE id = ?", (_id,)).fetchone()
+                except sqlite3.ProgrammingError:  # closed during shutdown
+                    row = None
+                if row and row[0]:
+                    _token.cancel(row[0])
                 _token.check()
                 self._update(_id, progress=min(1.0, max(0.0, float(frac))), message=message[:200])
 

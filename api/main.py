@@ -141,13 +141,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> Any:
-    """A ``uvicorn.Config`` with uvicorn's access log off (it would print URLs with patient ids and
-    query strings); :mod:`api.middleware` logs route templates instead."""
-    import uvicorn
+def uvicorn_kwargs(app: Any, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> dict[str, Any]:
+    """Arguments of ``uvicorn.Config``/``uvicorn.run`` with uvicorn's access log off (it would
+    print URLs with patient ids and query strings); :mod:`api.middleware` logs route templates
+    instead. ``app`` is an app or, for several worker processes, its import string."""
     from uvicorn.config import LOGGING_CONFIG
 
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["api"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     kwargs.setdefault("log_config", log_config)
-    return uvicorn.Config(app, host=host, port=port, access_log=False, server_header=False, **kwargs)
+    return {"app": app, "host": host, "port": port, "access_log": False, "server_header": False, **kwargs}
+
+
+def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> Any:
+    """A ``uvicorn.Config`` for one in-process server (see :func:`uvicorn_kwargs`)."""
+    import uvicorn
+
+    return uvicorn.Config(**uvicorn_kwargs(app, host=host, port=port, **kwargs))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,15 +52,24 @@ def _keys(path: Path | None, as_json: bool) -> Iterator[KeyStore]:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help=(
+        "Server processes sharing the port. Each runs torch with the torch_threads setting (default 1), "
+        "so workers x torch_threads should not exceed the cores; rate limits and the job queue are per process."
+    ))] = 1,
     settings_file: SettingsOpt = None,
 ) -> None:
     """Start the HTTP API with uvicorn (settings from TWIN_* variables or --settings)."""
     import uvicorn
 
-    from api import create_app, uvicorn_config
+    from api import create_app, uvicorn_config, uvicorn_kwargs
 
-    settings = _settings(settings_file)
-    uvicorn.Server(uvicorn_config(create_app(settings), host=host, port=port)).run()
+    settings = _settings(settings_file)  # checked here, so a bad setting fails before any worker starts
+    if workers == 1:
+        uvicorn.Server(uvicorn_config(create_app(settings), host=host, port=port)).run()
+        return
+    if settings_file is not None:  # every worker process reads the same settings
+        os.environ["TWIN_SETTINGS_FILE"] = str(settings_file)
+    uvicorn.run(**uvicorn_kwargs("api.main:create_app", host=host, port=port, factory=True, workers=workers))
 
 
 @key_app.command("create")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -120,23 +122,63 @@ def test_running_job_stops_at_its_next_checkpoint(tmp_path: Path) -> None:
     runner.close()
 
 
-def test_restart_marks_unfinished_jobs_failed(tmp_path: Path) -> None:
-    release = threading.Event()
-    runner = JobRunner(tmp_path / "j.db")
-    running = runner.submit("slow", {}, lambda progress, token: (release.wait(10), {})[1])
-    queued = runner.submit("slow", {}, lambda progress, token: {})
-    deadline = threading.Event()
-    while runner.get(running.id).status != "running" and not deadline.wait(0.02):
-        pass
-    # A new process opening the same file: both are reported as interrupted, not alive.
+_CHILD_RUNNER = """
+import sys, time
+from api.jobs import JobRunner
+runner = JobRunner(sys.argv[1])
+def work(progress, token):
+    for i in range(600_000):
+        progress(0.0, "step")
+        time.sleep(0.001)
+    return {}
+running = runner.submit("long", {}, work)
+queued = runner.submit("long", {}, work)
+while runner.get(running.id).status != "running":
+    time.sleep(0.01)
+print(running.id, queued.id, flush=True)
+while runner.get(running.id).status == "running":
+    time.sleep(0.02)
+time.sleep(0.2)
+"""
+
+
+def _child_runner(db: Path) -> tuple[subprocess.Popen[str], str, str]:
+    """Another server process with a running and a queued job on the same job file."""
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD_RUNNER, str(db)], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert proc.stdout is not None
+    running, queued = proc.stdout.readline().split()
+    return proc, running, queued
+
+
+def test_restart_marks_jobs_of_a_dead_process_failed(tmp_path: Path) -> None:
+    proc, running, queued = _child_runner(tmp_path / "j.db")
+    proc.kill()  # the process dies with its jobs unfinished
+    proc.wait(30)
     again = JobRunner(tmp_path / "j.db")
-    for jid in (running.id, queued.id):
+    for jid in (running, queued):
         rec = again.get(jid)
-        assert rec.status == "failed" and rec.error == INTERRUPTED
-    release.set()
-    runner.close()
+        assert rec is not None and rec.status == "failed" and rec.error == INTERRUPTED
     again.close()
     assert sqlite3.connect(tmp_path / "j.db").execute("select count(*) from jobs").fetchone()[0] == 2
+
+
+def test_a_sibling_process_sees_and_cancels_jobs_of_another(tmp_path: Path) -> None:
+    """twin serve --workers N: a job runs in the process that took it; any process reads it, and
+    a cancel request from another process stops it at its next checkpoint."""
+    proc, running, queued = _child_runner(tmp_path / "j.db")
+    try:
+        sibling = JobRunner(tmp_path / "j.db")  # a second worker starting: leaves live jobs alone
+        assert sibling.get(running).status == "running" and sibling.get(queued).status == "queued"
+        assert sibling.cancel(queued).status == "cancelled"
+        assert sibling.cancel(running).message == "cancelling"
+        rec = sibling.wait(running, 60)
+        assert rec.status == "cancelled" and rec.error == "cancelled on request"
+        assert proc.wait(60) == 0
+        assert sibling.get(queued).status == "cancelled"  # the child never started it
+        sibling.close()
+    finally:
+        proc.kill()
 
 
 def test_settings_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
