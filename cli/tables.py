@@ -60,7 +60,7 @@ def forecast_table(fc: Forecast, width: int) -> Table:
     wide = width >= WIDE
     table = Table(title=f"forecast from {fc.origin:%Y-%m-%d} over {days} days "
                         f"({fc.n_members} member{'s' if fc.n_members != 1 else ''} × {fc.n_samples} samples)")
-    table.add_column("lab" if wide else "lab [unit]", ratio=1, overflow="fold")
+    table.add_column("lab" if wide else escape("lab [unit]"), ratio=1, overflow="fold")
     if wide:
         table.add_column("unit", no_wrap=True)
     for col in ("now" if not wide else "now (median)", f"day {days}" if not wide else f"day {days} median", "5%", "95%"):
