@@ -30,3 +30,42 @@ def test_name_with_code() -> None:
     assert name_with_code("metformin", None) == "metformin"
     assert name_with_code("US", "US") == "US"
     assert name_with_code(None, None) == ""
+
+
+def _study(**extra: object) -> dict[str, object]:
+    return {"resourceType": "ImagingStudy", "id": "s1", "status": "available", "subject": {"reference": "Patient/p"},
+            "started": "2020-03-03", **extra,
+            "series": [{"uid": "1", "modality": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "US",
+                                                 "display": "Ultrasound"},
+                        "bodySite": {"system": "http://snomed.info/sct", "code": "64033007",
+                                     "display": "Kidney structure"}}]}
+
+
+def _parse_study(study: dict[str, object]) -> object:
+    from graph.ingest import parse_bundle
+
+    doc = {"resourceType": "Bundle", "type": "collection",
+           "entry": [{"resource": {"resourceType": "Patient", "id": "p"}}, {"resource": study}]}
+    return next(n for n in parse_bundle(doc, source_name="b.json").batch.nodes if n.id == "ImagingStudy/s1")
+
+
+def test_an_imaging_study_is_named_by_its_description_else_modality_and_site() -> None:
+    node = _parse_study(_study())
+    assert (node.code, node.display) == ("US", "Ultrasound of Kidney structure")  # type: ignore[attr-defined]
+    node = _parse_study(_study(description="Renal ultrasound, both kidneys"))
+    assert node.display == "Renal ultrasound, both kidneys"  # type: ignore[attr-defined]
+
+
+def test_every_synthea_csv_record_keeps_its_description(external_dir) -> None:  # type: ignore[no-untyped-def]
+    from graph import NodeType
+    from graph.ingest import parse_file
+
+    kinds = {NodeType.CONDITION, NodeType.MEDICATION, NodeType.LAB, NodeType.PROCEDURE, NodeType.ENCOUNTER,
+             NodeType.IMAGE}
+    records = [n for folder in ("breast-cancer-cohort", "dbt-synthea-seed")
+               for n in parse_file(external_dir / "synthea-csv" / folder).batch.nodes if n.type in kinds]
+    assert {n.type for n in records} >= {NodeType.CONDITION, NodeType.MEDICATION, NodeType.LAB}
+    unnamed = [n.id for n in records if not n.display]
+    assert not unnamed, unnamed[:5]
+    images = [n for n in records if n.type is NodeType.IMAGE]
+    assert all(" of " in (n.display or "") for n in images)
