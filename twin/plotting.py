@@ -113,7 +113,7 @@ def plot_forecast(fc: Forecast, history: dict[str, list[tuple[float, float]]], p
                Patch(color="tab:blue", alpha=0.3), Line2D([], [], color="grey", lw=0.8, ls="--")]
     labels = ["observed", "forecast median", "5–95 % band", "forecast origin"]
     title = (f"Forecast from {fc.origin:%d %b %Y} over {fc.horizon_days:g} days "
-             f"({fc.n_members} model{'s' if fc.n_members != 1 else ''} × {fc.n_samples} samples)")
+             f"({fc.n_members} ensemble member{'s' if fc.n_members != 1 else ''} × {fc.n_samples} samples each)")
     if fc.event_risk:
         title += f"\nrisk by day {fc.horizon_days:g}: " + ", ".join(f"{k} {v:.1%}" for k, v in fc.event_risk.items())
     return save_figure(fig, path, title, handles, labels, spare, dpi)
