@@ -19,6 +19,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import typer
 from typer._click import exceptions as click_exc  # typer's own click, which its commands raise
@@ -55,12 +56,50 @@ def _error(message: str, kind: str, as_json: bool) -> None:
         sys.stderr.write(f"error: {line}\n")
 
 
+#: Typer's value placeholders (``<str>``, ``<list[str]>``, ``<int range>``) as the words help shows.
+_TYPE_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH", "int range": "INTEGER",
+               "float range": "NUMBER", "bool": ""}
+
+
+def _plain_help(command: Any) -> Any:
+    """Help without type placeholders: an option's value reads ``TEXT``/``INTEGER``/``PATH`` (a
+    flag shows none), an argument its name (``PATIENT``, not ``{patient}``); in every subcommand."""
+    for param in getattr(command, "params", []):
+        if param.metavar is not None:
+            continue
+        if getattr(param, "param_type_name", "") == "argument":
+            name = param.name.upper()
+            param.metavar = name
+            shown = name if param.required else f"[{name}]"
+            param.get_usage_pieces = lambda ctx, shown=shown: [shown]
+            param.display_type_rich = lambda ctx: None  # the help text says what the argument is
+            continue
+        label = str(param.display_type_rich(None) or "").strip("<>").removesuffix("...")
+        inner = label.removeprefix("list[").removesuffix("]")
+        param.metavar = _TYPE_WORDS.get(inner, inner.upper() if inner.isidentifier() else inner)
+    if hasattr(command, "get_help_option"):
+        command.get_help_option = _flag_help_option(command.get_help_option)
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
+    return command
+
+
+def _flag_help_option(make: Any) -> Any:
+    """``--help`` is made per context; it is a flag, so it shows no value placeholder either."""
+    def help_option(ctx: Any) -> Any:
+        option = make(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+    return help_option
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the ``twin`` command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in args
     try:
-        rv = typer.main.get_command(app).main(args=args, prog_name="twin", standalone_mode=False)
+        rv = _plain_help(typer.main.get_command(app)).main(args=args, prog_name="twin", standalone_mode=False)
     except click_exc.NoArgsIsHelpError as exc:
         sys.stdout.write(exc.ctx.get_help() + "\n")
         return 2

@@ -116,11 +116,15 @@ def _fmt(x: Any) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
-def _short(name: str, n: int = 40) -> str:
-    return name if len(name) <= n else name[: n - 1] + "…"
+def _cell(text: str) -> str:
+    """Text in a Markdown table cell (a ``|`` would end the cell)."""
+    return text.replace("|", "\\|")
 
 
 def _report(s: dict[str, Any]) -> str:
+    from cli.tables import record_kind
+    from graph import display_unit, name_with_code
+
     f, spec = s["forecast"], s["train"]["cohort_spec"]
     lines = [
         "# patient-twin demo report",
@@ -128,11 +132,11 @@ def _report(s: dict[str, Any]) -> str:
         f"Synthetic cohort: {s['cohort'].get('patients')} patients; ingested {s['ingest']['resources']} FHIR resources "
         f"into the embedded store ({sum(s['store_nodes'].values())} nodes).",
         f"Model: {s['train']['n_train_patients']} training patients, targets "
-        f"{', '.join(t['name'] or t['code'] for t in spec['targets'])}, treatments "
-        f"{', '.join(t['name'] or t['code'] for t in spec['treatments'])}; {s['train']['seconds']:.0f} s on "
+        f"{', '.join(name_with_code(t['name'], t['code']) for t in spec['targets'])}; treatments "
+        f"{', '.join(name_with_code(t['name'], t['code']) for t in spec['treatments'])}; {s['train']['seconds']:.0f} s on "
         f"{s['train']['device']}.",
         "",
-        f"## Forecast for patient `{s['patient']}` from {f['origin']} (365 days)",
+        f"## Forecast for patient `{s['patient']}` from {f['origin'][:10]} (365 days)",
         "",
         "![forecast](forecast.png)",
         "",
@@ -142,21 +146,35 @@ def _report(s: dict[str, Any]) -> str:
     for code, lf in f["labs"].items():
         for target in (90, 180, 365):
             i = min(range(len(lf["days"])), key=lambda k: abs(lf["days"][k] - target))
-            lines.append(f"| {_short(lf['name'])} ({code}) | {lf['unit']} | {lf['days'][i]:.0f} | {_fmt(lf['median'][i])} | "
-                         f"{_fmt(lf['p05'][i])} | {_fmt(lf['p95'][i])} |")
+            lines.append(f"| {_cell(name_with_code(lf['name'], code))} | {display_unit(lf['unit'])} | {lf['days'][i]:.0f} | "
+                         f"{_fmt(lf['median'][i])} | {_fmt(lf['p05'][i])} | {_fmt(lf['p95'][i])} |")
     if f["event_risk"]:
         lines += ["", "Event risk at the horizon: " + ", ".join(f"{k} {v:.1%}" for k, v in f["event_risk"].items())]
     if s["explanation"]:
-        lines += ["", "Records that drove the 180-day HbA1c forecast most (integrated gradients):", "",
-                  "| node | type | code | time | score |", "| --- | --- | --- | --- | ---: |"]
+        hba1c = f["labs"].get(HBA1C, {}).get("name") or "HbA1c"
+        lines += ["", f"Records that drove the 180-day forecast of {hba1c} most. Score: the record's contribution to the "
+                  "forecast mean by integrated gradients, in standard deviations of the lab across the training "
+                  "cohort (positive pushes the forecast up). The patient summary is the encoder's digest of the whole "
+                  "history at the origin, not one record.", "",
+                  "| record | kind | date | score |", "| --- | --- | --- | ---: |"]
         for a in s["explanation"]:
-            lines.append(f"| {a['node_id']} | {a['node_type']} | {a.get('code') or ''} | {a.get('time') or ''} | {a['score']:.3g} |")
+            name = name_with_code(a.get("display"), a.get("code")) or a["node_id"]
+            lines.append(f"| {_cell(name)} | {record_kind(a['node_type'])} | {(a.get('time') or '')[:10]} | "
+                         f"{a['score']:+.3f} |")
     r = s["ranking"]
+    unit = display_unit(f["labs"].get(HBA1C, {}).get("unit"))
+    ref = r["plans"][0].get("reference") or ""
     lines += ["", "## What-if: metformin, no treatment, current therapy", "", "![scenarios](scenarios.png)", "",
               f"Objective: *{r['objective']}*. Probability that the top plan is truly best under the twin's "
-              f"uncertainty: {r['p_top_is_best']:.0%}.", "", "| rank | plan | p(best) |", "| ---: | --- | ---: |"]
-    for i, e in enumerate(r["plans"], 1):
-        lines.append(f"| {i} | {e['plan']} | {e['p_best']:.0%} |")
+              f"uncertainty: {r['p_top_is_best']:.0%}. HbA1c on day 180{' in ' + unit if unit else ''}: median and "
+              f"5–95 % interval; Δ: the plan minus *{ref}*, computed sample by sample (the same draws of the twin's "
+              "uncertainty under both plans), with its 5–95 % interval.", "",
+              "| rank | plan | HbA1c day 180 | Δ vs reference | P(constraints hold) | P(best) |",
+              "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    for e in r["plans"]:
+        diff = "reference" if e["plan"] == ref else f"{e['diff_median']:+.2f} [{e['diff_lo']:+.2f}, {e['diff_hi']:+.2f}]"
+        lines.append(f"| {e['rank']} | {_cell(e['plan'])} | {e['median']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}] | {diff} | "
+                     f"{e['p_feasible']:.0%} | {e['p_best']:.0%} |")
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in s["seconds"].items()), ""]
     return "\n".join(lines)
 

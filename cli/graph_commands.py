@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cli.common import JsonOpt, StoreOpt, emit_json, fail, parse_as_of
@@ -16,6 +17,7 @@ from graph import (
     NodeType,
     cohort,
     deidentify,
+    display_unit,
     find_nodes,
     ingest_paths,
     node_document,
@@ -118,10 +120,10 @@ def query_timeline(
         return
     t = Table(title=f"timeline of {patient} ({len(nodes)} records)")
     for c in ("time", "type", "code", "display", "value"):
-        t.add_column(c)
+        t.add_column(c, overflow="fold")  # names wrap, never cut
     for n in nodes:
-        val = "" if n.value is None else f"{n.value:g} {n.unit or ''}"
-        t.add_row(n.time.isoformat() if n.time else "", n.type.value, n.code or "", (n.display or "")[:48], val)
+        val = "" if n.value is None else f"{n.value:g} {display_unit(n.unit)}".strip()
+        t.add_row(n.time.isoformat() if n.time else "", n.type.value, n.code or "", escape(n.display or ""), escape(val))
     Console().print(t)
 
 

@@ -166,23 +166,17 @@ def forecast_cmd(
     if as_json:
         emit_json({"ok": True, "model": model, **doc})
         return
-    from rich.console import Console
-    from rich.table import Table
+    from cli.tables import console as make_console
+    from cli.tables import drivers_table, forecast_table
 
-    days = f"{fc.horizon_days:g}"
-    table = Table(title=f"forecast from {doc['origin']} ({days} days, {fc.n_members} members x {fc.n_samples} samples)")
-    for col in ("lab", "unit", "now (median)", f"day {days} median", "5%", "95%"):
-        table.add_column(col, no_wrap=True)
-    for code, lf in fc.labs.items():
-        name = lf.name if len(lf.name) <= 32 else lf.name[:31] + "…"
-        table.add_row(f"{code} {name}", lf.unit, f"{lf.median[0]:.3g}", f"{lf.median[-1]:.3g}", f"{lf.p05[-1]:.3g}",
-                      f"{lf.p95[-1]:.3g}")
-    console = Console()
-    console.print(table)
+    console = make_console()
+    console.print(forecast_table(fc, console.width))
     for k, v in fc.event_risk.items():
-        console.print(f"risk of {k} within {days} days: {v:.1%}")
-    for a in run.attributions:
-        console.print(f"  {a.score:+.4f}  {a.node_type:10s} {a.code or '':12s} {a.time or ''}")
+        console.print(f"risk of {k} within {fc.horizon_days:g} days: {v:.1%}")
+    if run.attributions:
+        lab = run.twin.model.spec.vocab.target_labs[0]  # what ``explain`` attributes by default
+        name = fc.labs[lab].name if lab in fc.labs else lab
+        console.print(drivers_table(run.attributions, name, min(fc.horizon_days, 180)))
     if run.plot:
         console.print(f"plot: {run.plot}")
 

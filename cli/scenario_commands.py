@@ -68,37 +68,17 @@ def simulate_cmd(
 
 
 def _print(result: Any, ranking: Any, key_days: tuple[float, ...], png: Path | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from cli.tables import console, lab_tables, paired_note, ranking_table, risk_table
+    from graph import display_unit
+    from scenarios import Objective
 
-    con = Console()
+    con = console()
     rows = result.summary(days=key_days)
-    for lab in result.labs:
-        name, unit = result.lab_names.get(lab, lab), result.lab_units.get(lab, "")
-        t = Table(title=f"{name} ({lab}{', ' + unit if unit else ''}): median [5–95 %]; Δ vs {result.reference}")
-        t.add_column("plan")
-        for d in key_days:
-            t.add_column(f"day {d:g}", justify="right")
-            t.add_column(f"Δ day {d:g}", justify="right")
-        for r in rows:
-            cells = []
-            for d in key_days:
-                v = r["labs"][lab]["at_day"][f"{d:g}"]
-                dd = v["diff_vs_reference"]
-                cells += [f"{v['median']:.2f} [{v['lo']:.2f}, {v['hi']:.2f}]",
-                          f"{dd['median']:+.2f} [{dd['lo']:+.2f}, {dd['hi']:+.2f}]"]
-            t.add_row(r["plan"], *cells)
-        con.print(t)
+    con.print(paired_note(result))
+    for table in lab_tables(result, rows, key_days, con.width):
+        con.print(table)
     if result.events:
-        t = Table(title=f"event risk by day {result.horizon_days:g}: median [5–95 %]")
-        t.add_column("plan")
-        for e in result.events:
-            t.add_column(e, justify="right")
-        for r in rows:
-            t.add_row(r["plan"], *(f"{r['events'][e]['risk_at_horizon']['median']:.1%} "
-                                   f"[{r['events'][e]['risk_at_horizon']['lo']:.1%}, "
-                                   f"{r['events'][e]['risk_at_horizon']['hi']:.1%}]" for e in result.events))
-        con.print(t)
+        con.print(risk_table(result, rows))
     for r in rows:
         for th, v in r["thresholds"].items():
             when = f"median day {v['median_days']:g}" if v["median_days"] is not None else "median: not within horizon"
@@ -106,13 +86,9 @@ def _print(result: Any, ranking: Any, key_days: tuple[float, ...], png: Path | N
     for f in result.flags:
         con.print(f"[yellow]flag[/yellow] {f.plan}: {f.message}")
     if ranking is not None:
-        t = Table(title=f"ranking: {ranking.objective} — P(top plan is truly best) = {ranking.p_top_is_best:.2f}")
-        for c in ("rank", "plan", "median [5–95 %]", "P(constraints)", "P(best)"):
-            t.add_column(c)
-        for e in ranking.entries:
-            t.add_row(str(e.rank), e.plan, f"{e.median:.3g} [{e.lo:.3g}, {e.hi:.3g}]", f"{e.p_feasible:.2f}",
-                      f"{e.p_best:.2f}")
-        con.print(t)
+        obj = Objective.parse(ranking.objective)
+        unit = "" if obj.is_risk else display_unit(result.lab_units.get(result.labs[result.lab_index(obj.target)], ""))
+        con.print(ranking_table(ranking, unit, con.width, percent=obj.is_risk))
     if png:
         con.print(f"plot written to {png}")
 

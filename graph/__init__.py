@@ -10,6 +10,7 @@
 Callers outside ``graph`` import from here only; the submodules are the package's inside.
 """
 
+from graph.display import display_unit, name_with_code
 from graph.export import deidentify, node_document, strip_paths, to_hetero_data, to_networkx, to_node_link
 from graph.ingest import (
     FileReport,
@@ -71,11 +72,13 @@ __all__ = [
     "copy_store",
     "days_between",
     "deidentify",
+    "display_unit",
     "dose_quantity",
     "find_nodes",
     "in_namespace",
     "ingest_paths",
     "locate_error",
+    "name_with_code",
     "neighbourhood",
     "node_document",
     "open_store",

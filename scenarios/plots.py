@@ -1,62 +1,73 @@
-"""PNG plots of scenario trajectories: one panel per lab (and event risk), one band per plan."""
+"""PNG plots of scenario trajectories: one panel per lab (and event risk), one band per plan.
+
+Lab samples carry an independent observation-noise draw per query time, so a quantile taken
+at each time alone wobbles from week to week with a few hundred samples. The curves are
+therefore quantiles of the samples *pooled over neighbouring query times* (:func:`pooled_quantiles`,
+``±smooth`` times, shrinking at both ends so day 0 and the horizon use their own samples);
+the title says how wide the window is.
+"""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from scenarios.result import ScenarioResult
-from twin.twin import lab_label
+import numpy as np
 
-__all__ = ["plot_trajectories"]
+from graph.display import display_unit
+from scenarios.result import ScenarioResult
+from twin.plotting import lab_label, layout_panels, save_figure
+
+__all__ = ["plot_trajectories", "pooled_quantiles"]
+
+
+def pooled_quantiles(x: np.ndarray, quantiles: tuple[float, ...], half_window: int) -> np.ndarray:
+    """Quantiles ``[Q, T]`` of samples ``x`` ``[S, T]``, at each time over the samples of the
+    ``half_window`` times on either side as well (fewer near both ends)."""
+    S, T = x.shape
+    out = np.empty((len(quantiles), T), dtype=np.float64)
+    for t in range(T):
+        h = min(half_window, t, T - 1 - t)
+        out[:, t] = np.quantile(x[:, t - h: t + h + 1].reshape(-1), quantiles)
+    return out
 
 
 def plot_trajectories(result: ScenarioResult, path: str | Path, *, patient: str | int | None = None,
-                      labs: list[str] | None = None, dpi: int = 110) -> Path:
-    """Write median trajectories with 5–95 % bands of every plan for one patient to ``path`` (PNG)."""
-    import matplotlib
+                      labs: list[str] | None = None, dpi: int = 110, smooth: int = 2) -> Path:
+    """Write median trajectories with 5–95 % bands of every plan for one patient to ``path`` (PNG).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Risks are shown in %; ``smooth`` is the half-width, in query times, of the pooling window
+    of :func:`pooled_quantiles` (0: each time alone).
+    """
+    from matplotlib.lines import Line2D
 
     result.full_samples("a plot of trajectories")
     pi = result.patient_index(patient)
     codes = [result.labs[result.lab_index(lab)] for lab in labs] if labs else list(result.labs)
-    panels: list[tuple[str, str | None]] = [(c, None) for c in codes] + [(e, "risk") for e in result.events]
-    cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
-    colors = plt.get_cmap("tab10")
+    panels: list[tuple[str, bool]] = [(c, False) for c in codes] + [(e, True) for e in result.events]
+    fig, axes, spare = layout_panels(len(panels), max_cols=3)
+    colors = [f"C{p % 10}" for p in range(len(result.plans))]
     t = result.times
-    for k, (name, kind) in enumerate(panels):
-        ax = axes[k // cols][k % cols]
-        for p, plan in enumerate(result.plans):
-            if kind == "risk":
-                x = result.risk_samples[:, pi, p, :, result.event_index(name)]  # type: ignore[index]
+    q_lo, q_hi = result.quantiles
+    for ax, (name, is_risk) in zip(axes, panels, strict=True):
+        for p in range(len(result.plans)):
+            if is_risk:
+                x = 100.0 * result.risk_samples[:, pi, p, :, result.event_index(name)]  # type: ignore[index]
             else:
                 x = result.lab_samples[:, pi, p, :, result.lab_index(name)]
-            med, lo, hi = result.summarise(x)
-            ax.plot(t, med, color=colors(p % 10), lw=1.8, label=plan)
-            ax.fill_between(t, lo, hi, color=colors(p % 10), alpha=0.15, lw=0)
-        if kind == "risk":
-            ax.set_title(f"cumulative risk: {name}", fontsize=9)
+            med, lo, hi = pooled_quantiles(np.asarray(x, dtype=np.float64), (0.5, q_lo, q_hi), smooth)
+            ax.plot(t, med, color=colors[p], lw=1.8)
+            ax.fill_between(t, lo, hi, color=colors[p], alpha=0.15, lw=0)
+        if is_risk:
+            ax.set_title(f"risk of {name} by each day", fontsize=8)
+            ax.set_ylabel("cumulative risk (%)", fontsize=8)
             ax.set_ylim(bottom=0)
         else:
-            unit = result.lab_units.get(name, "")
-            ax.set_title(lab_label(result.lab_names.get(name, name), name, unit), fontsize=8)
-        ax.set_xlabel("days from origin", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for k in range(len(panels), rows * cols):
-        axes[k // cols][k % cols].axis("off")
-    handles, labels_ = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels_, loc="lower center", ncol=min(len(result.plans), 4), fontsize=8, frameon=False)
-    q_lo, q_hi = result.quantiles
-    fig.suptitle(f"patient {result.patients[pi]}: median and {q_lo:.0%}–{q_hi:.0%} band per plan "
-                 f"({result.n_samples} samples)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 + 0.02 * math.ceil(len(result.plans) / 4), 1, 0.95))
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+            ax.set_title(lab_label(result.lab_names.get(name, name), name), fontsize=8)
+            ax.set_ylabel(display_unit(result.lab_units.get(name)) or "value", fontsize=8)
+        ax.set_xlim(0, float(t[-1]))
+    handles = [Line2D([], [], color=c, lw=1.8) for c in colors]
+    step = float(np.median(np.diff(t))) if len(t) > 1 else 0.0
+    pooled = f"; quantiles pooled over ±{smooth * step:.0f} days" if smooth and step else ""
+    title = (f"What-if for patient {result.patients[pi]}: median and {q_lo:.0%}–{q_hi:.0%} band per plan\n"
+             f"{result.n_samples} samples per plan{pooled}; day 0 = forecast origin")
+    return save_figure(fig, path, title, handles, list(result.plans), spare, dpi)

@@ -77,7 +77,13 @@ class Objective:
 
 @dataclass(frozen=True)
 class RankedPlan:
-    """One plan's place in a ranking."""
+    """One plan's place in a ranking.
+
+    ``median``/``lo``/``hi``: the objective's target (lab value, or risk as a probability) on the
+    objective's day under this plan; ``diff_*``: this plan minus the ``reference`` plan, computed
+    sample by sample (paired, see :mod:`scenarios.result`), so its interval holds only the
+    uncertainty about the difference; the reference's own difference is 0.
+    """
 
     plan: str
     rank: int
@@ -86,6 +92,10 @@ class RankedPlan:
     hi: float
     p_feasible: float
     p_best: float
+    reference: str = ""
+    diff_median: float = 0.0
+    diff_lo: float = 0.0
+    diff_hi: float = 0.0
 
 
 @dataclass
@@ -144,11 +154,14 @@ def rank(result: ScenarioResult, objective: Objective | str, patient: str | int 
     p_feas = feasible.mean(axis=0)
     med, lo, hi = result.summarise(score)
     sign = 1.0 if obj.sense == "min" else -1.0
+    ref = result.plan_index(result.reference)
+    d_med, d_lo, d_hi = result.summarise(sign * (score - score[:, ref : ref + 1]))  # paired, in the target's units
     ok = p_feas >= obj.feasibility - 1e-12
     order = sorted(range(P), key=lambda p: (0, med[p], -p_best[p]) if ok[p] else (1, -p_feas[p], med[p]))
     entries = []
     for r, p in enumerate(order, start=1):
         a, b = sorted((sign * lo[p], sign * hi[p]))
         entries.append(RankedPlan(result.plans[p], r, float(sign * med[p]), float(a), float(b),
-                                  float(p_feas[p]), float(p_best[p])))
+                                  float(p_feas[p]), float(p_best[p]), result.reference, float(d_med[p]),
+                                  float(d_lo[p]), float(d_hi[p])))
     return Ranking(result.patients[pi], str(obj), entries)

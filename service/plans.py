@@ -28,10 +28,23 @@ def plans_from_specs(specs: list[str]) -> list[TreatmentPlan]:
             continue
         path = Path(spec)
         if not path.exists():
-            hint = ""
-            if spec in regimen_conditions() or "." not in spec:
-                hint = (f"; built-in regimens are named builtin:CONDITION (conditions: "
-                        f"{', '.join(regimen_conditions())}) or builtin:'REGIMEN NAME'")
-            raise PlanError(f"no plan file {spec!r}{hint}")
+            raise PlanError(f"no plan file {spec!r}{_builtin_hint(spec)}")
         out.extend(load_plans(path))
     return out
+
+
+def _builtin_hint(spec: str) -> str:
+    """What to write instead of a plan file that does not exist: the built-in of that name if
+    there is one (``builtin:diabetes``), else how built-ins are named (unless it looks like a file)."""
+    from scenarios import load_regimens, regimen_conditions
+
+    key = spec.strip().lower()
+    if key in regimen_conditions():
+        return f"; did you mean the built-in regimens {BUILTIN_PREFIX}{key}?"
+    named = [p.name for p in load_regimens() if p.name.lower() == key]
+    if named:
+        return f"; did you mean the built-in regimen {BUILTIN_PREFIX}'{named[0]}'?"
+    if "." in Path(spec).name:
+        return ""
+    return (f"; built-in regimens are named {BUILTIN_PREFIX}CONDITION (conditions: {', '.join(regimen_conditions())}) "
+            f"or {BUILTIN_PREFIX}'REGIMEN NAME'")

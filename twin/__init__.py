@@ -19,9 +19,10 @@ if TYPE_CHECKING:
     from twin.config import ModelConfig, TrainConfig
     from twin.features import DoseAction
     from twin.model.checkpoint import TwinEnsemble, load_model
+    from twin.plotting import lab_label
     from twin.spec import EFFECTS, TRANSFORMS, CohortSpec, SpecRequest, Target, TimeScales, Treatment
     from twin.training import TrainReport, train
-    from twin.twin import Attribution, Forecast, LabForecast, Twin, lab_label
+    from twin.twin import Attribution, Forecast, LabForecast, Twin
 
 __all__ = [
     "Attribution",
@@ -62,7 +63,7 @@ _WHERE = {
     "TrainReport": "twin.training",
     "Twin": "twin.twin",
     "TwinEnsemble": "twin.model.checkpoint",
-    "lab_label": "twin.twin",
+    "lab_label": "twin.plotting",
     "load_model": "twin.model.checkpoint",
     "train": "twin.training",
 }

@@ -18,6 +18,7 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from core.errors import ConfigError
+from graph.display import display_unit
 
 __all__ = [
     "TRANSFORMS",
@@ -225,9 +226,10 @@ class CohortSpec:
     def describe(self) -> str:
         """A few lines for people: what the model forecasts, from which inputs, on which scales."""
         s = self.scales
-        tg = ", ".join(f"{t.name or t.code} [{t.code}] ({t.unit or 'no unit'}"
+        tg = ", ".join(f"{t.name or t.code} [{t.code}] ({display_unit(t.unit) or 'no unit'}"
                        f"{'' if t.transform == 'identity' else ', ' + t.transform})" for t in self.targets)
-        tr = ", ".join(f"{t.label}: {t.kind}, dose in {t.unit}, {t.effect} effect" for t in self.treatments) or "none"
+        tr = ", ".join(f"{t.label}: {t.kind}, dose in {display_unit(t.unit) or 'counts'}, {t.effect} effect"
+                       for t in self.treatments) or "none"
         return "\n".join([
             f"targets: {tg}",
             f"treatments: {tr}",

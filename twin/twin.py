@@ -37,15 +37,10 @@ from twin.features import (
 )
 from twin.model.checkpoint import TwinEnsemble
 from twin.model.twin_model import interpolate_states
+from twin.plotting import plot_forecast
 from twin.predict import predict
 
-__all__ = ["Attribution", "Forecast", "LabForecast", "Twin", "lab_label"]
-
-
-def lab_label(name: str, code: str, unit: str | None, width: int = 34) -> str:
-    """A short plot title for a lab: its name cut to ``width`` characters, code and unit."""
-    short = name if len(name) <= width else name[: width - 1] + "…"
-    return f"{short} ({code})" + (f" [{unit}]" if unit else "")
+__all__ = ["PATIENT_SUMMARY", "Attribution", "Forecast", "LabForecast", "Twin"]
 
 
 @dataclass
@@ -82,9 +77,20 @@ class Forecast:
         }
 
 
+#: What the patient node of the graph holds, shown where it appears among a forecast's drivers.
+PATIENT_SUMMARY = ("patient summary at the origin: age, sex, latest level and trend of each forecast lab, "
+                   "current daily doses")
+
+
 @dataclass
 class Attribution:
-    """A graph node's contribution (integrated gradients, in the lab's standardised units)."""
+    """A graph node's contribution to a forecast (integrated gradients).
+
+    ``score`` is in standard deviations of the lab across the training cohort (on the
+    model's scale for the lab, e.g. log for a log-transformed one): positive pushes the
+    forecast up. The patient node (``node_type`` ``patient``) is no record but the summary
+    the encoder keeps of the whole history (:data:`PATIENT_SUMMARY`, dated at the origin).
+    """
 
     node_id: str
     node_type: str
@@ -230,7 +236,10 @@ class Twin:
             ids = g[t].node_id[0] if g[t].node_id and isinstance(g[t].node_id[0], list) else g[t].node_id
             for nid, sc in zip(ids, scores.tolist(), strict=True):
                 n = by_id.get(nid)
-                out.append(Attribution(nid, t, float(sc), n.code if n else None, to_iso(n.time) if n else None,
+                if t == "patient":  # not a record: the encoder's summary of the whole history at the origin
+                    out.append(Attribution(nid, t, float(sc), None, to_iso(self.as_of), PATIENT_SUMMARY))
+                    continue
+                out.append(Attribution(nid, t, float(sc), n.code if n else None, to_iso(n.time) if n and n.time else None,
                                        n.display if n else None))
         out.sort(key=lambda a: -abs(a.score))
         return out[:top_k]
@@ -238,37 +247,10 @@ class Twin:
     # ------------------------------------------------------------------ plotting
     def plot(self, path: str | Path, forecast: Forecast | None = None, history_days: int = 730) -> Path:
         """PNG of each target lab's recent history (points) and forecast (median + 5-95% band)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         fc = forecast or self.forecast()
-        codes = list(fc.labs)
-        cols = 2
-        rows = max(math.ceil(len(codes) / cols), 1)
-        fig, axes = plt.subplots(rows, cols, figsize=(10, 2.8 * rows), squeeze=False)
-        for ax, code in zip(axes.flat, codes, strict=False):  # the grid may have spare axes
-            lf = fc.labs[code]
-            hist = [(days_between(self.as_of, n.time), n.value) for n in self.records.nodes
-                    if n.type is NodeType.LAB and n.code == code and n.time is not None and n.value is not None
-                    and days_between(n.time, self.as_of) <= history_days]
-            if hist:
-                ax.plot(*zip(*hist, strict=True), "o", ms=3, color="black", label="observed")
-            ax.fill_between(lf.days, lf.p05, lf.p95, alpha=0.3, color="tab:blue", label="5-95%")
-            ax.plot(lf.days, lf.median, color="tab:blue", label="median")
-            ax.axvline(0, color="grey", lw=0.8, ls="--")
-            ax.set_title(lab_label(lf.name, lf.code, lf.unit), fontsize=9)
-            ax.set_xlabel("days from origin", fontsize=8)
-        for ax in list(axes.flat)[len(codes):]:
-            ax.axis("off")
-        risk = ", ".join(f"{k}: {v:.1%}" for k, v in fc.event_risk.items())
-        fig.suptitle(f"origin {to_iso(fc.origin)}" + (f" | risk by {fc.horizon_days} d: {risk}" if risk else ""), fontsize=10)
-        if codes:
-            axes.flat[0].legend(fontsize=7)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        history: dict[str, list[tuple[float, float]]] = {}
+        for n in self.records.nodes:
+            if (n.type is NodeType.LAB and n.code in fc.labs and n.time is not None and n.value is not None
+                    and days_between(n.time, self.as_of) <= history_days):
+                history.setdefault(n.code, []).append((days_between(self.as_of, n.time), n.value))
+        return plot_forecast(fc, history, path)

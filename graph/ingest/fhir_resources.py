@@ -419,22 +419,26 @@ def map_imaging_study(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> No
     pid = ff.patient_of(r, loc)
     modalities: list[str] = []
     sites: list[str] = []
+    names: dict[str, str] = {}  # modality or body-site code -> its display, for the study's name
     instances = 0
     for i, m in enumerate(loc.objs(r, "modality", "modality")):
         code = loc.string(m, "code", f"modality[{i}].code")
         if code and code not in modalities:
             modalities.append(code)
+            names[code] = loc.string(m, "display", f"modality[{i}].display") or code
     for i, s in enumerate(loc.objs(r, "series", "series")):
         p = f"series[{i}]"
         mod = loc.obj(s, "modality", f"{p}.modality")
         code = loc.string(mod, "code", f"{p}.modality.code") if mod else None
         if code and code not in modalities:
             modalities.append(code)
+            names[code] = (loc.string(mod, "display", f"{p}.modality.display") if mod else None) or code
         site = loc.obj(s, "bodySite", f"{p}.bodySite")
         if site is not None:
             scode = loc.string(site, "code", f"{p}.bodySite.code") or loc.string(site, "display", f"{p}.bodySite.display")
             if scode and scode not in sites:
                 sites.append(scode)
+                names[scode] = loc.string(site, "display", f"{p}.bodySite.display") or scode
         instances += len(loc.objs(s, "instance", f"{p}.instance"))
     coding = None
     for i, pc in enumerate(loc.objs(r, "procedureCode", "procedureCode")):
@@ -443,6 +447,10 @@ def map_imaging_study(ff: FhirFile, r: dict[str, Any], rid: str, loc: Loc) -> No
             break
     if (coding is None or not coding.code) and modalities:
         coding = Coding(DICOM_DCM, modalities[0], None)
+    if coding is not None and not coding.display:  # a name people read: the description, else modality of sites
+        description = loc.string(r, "description", "description")
+        named = " ".join(names[m] for m in modalities) + (f" of {', '.join(names[x] for x in sites)}" if sites else "")
+        coding = Coding(coding.system, coding.code, description or named or None)
     props = {"status": status, "modality": modalities or None, "body_site": sites or None,
              "instances": instances or None, "source_type": "ImagingStudy", **_file_props(ff, ff.study_files.get(rid, []))}
     ff.builder.event(_node(NodeType.IMAGE, "ImagingStudy", rid, pid, loc.time(r, "started", "started"), None, coding, props),

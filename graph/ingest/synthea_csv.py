@@ -261,9 +261,18 @@ def _imaging(ex: _Export, rows: list[_Row]) -> None:
         props = {"modality": modalities or None, "body_site": sites or None, "instances": len(group),
                  "source_type": "ImagingStudy"}
         node = Node(id=f"ImagingStudy/{sid}", type=NodeType.IMAGE, patient_id=pid, time=first.time("DATE", True),
-                    code=code, system=system, display=first.get("BODYSITE_DESCRIPTION"),
+                    code=code, system=system, display=_study_name(group),
                     props={k: v for k, v in props.items() if v is not None}, source=ex.src(first, sid))
         ex.b.event(node, encounter_id=ex.encounter(first))
+
+
+def _study_name(rows: list[_Row]) -> str | None:
+    """``"Digital Radiography of Structure of ..."``: an imaging study's modalities and body sites
+    by their descriptions (as the FHIR ImagingStudy mapping names a study without a description)."""
+    mods = list(dict.fromkeys(m for r in rows if (m := r.get("MODALITY_DESCRIPTION") or r.get("MODALITY_CODE"))))
+    sites = list(dict.fromkeys(s for r in rows if (s := r.get("BODYSITE_DESCRIPTION") or r.get("BODYSITE_CODE"))))
+    name = " ".join(mods) + (f" of {', '.join(sites)}" if sites else "")
+    return name.strip() or None
 
 
 def _clones(ex: _Export) -> None:

@@ -20,7 +20,7 @@ def test_train_flags_set_the_spec_and_it_is_printed(tmp_path: Path, capsys: pyte
                   "--step-days", "3", "--epochs", "1", "--members", "1"])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "targets: T1 [T1] (1, log1p)" in out
+    assert "targets: T1 [T1] (no unit, log1p)" in out  # UCUM "1" (dimensionless) as people read it
     assert "treatments: D1: medication, dose in mg, lasting effect" in out  # set by --treatment D1:lasting
     assert "events: death" in out
     assert "time scales: step 3 d, time unit 12.9 d, horizon 90 d" in out

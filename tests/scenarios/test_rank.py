@@ -111,3 +111,24 @@ def test_time_to_threshold_and_paired_differences_have_known_answers() -> None:
                                                    "lo_days": None, "hi_days": None}
     med, lo, hi = res.difference("b", "HbA1c", 180)
     assert med == pytest.approx(0.45) and lo == pytest.approx(0.045) and hi == pytest.approx(0.855)
+
+
+def test_ranking_reports_the_paired_difference_from_the_reference_plan() -> None:
+    # a shared per-sample level (wide) plus plan offsets: the paired difference is exact and
+    # narrow, although each plan's own interval is wide
+    rng = np.random.default_rng(3)
+    level = 7.5 + rng.standard_normal(400)
+    res = make_result({"ref": level, "better": level - 0.8, "worse": level + 0.3})
+    r = rank(res, "minimise HbA1c at 180d")
+    by = {e.plan: e for e in r.entries}
+    assert r.order() == ["better", "ref", "worse"]
+    assert all(e.reference == "ref" for e in r.entries)
+    assert (by["ref"].diff_median, by["ref"].diff_lo, by["ref"].diff_hi) == (0.0, 0.0, 0.0)
+    for plan, delta in (("better", -0.8), ("worse", 0.3)):
+        e = by[plan]
+        assert (e.diff_median, e.diff_lo, e.diff_hi) == pytest.approx((delta, delta, delta), abs=1e-5)
+        assert e.hi - e.lo > 3.0  # each plan alone is uncertain, the difference is not
+    # a maximised target reports the difference in the target's own direction too
+    up = {e.plan: e for e in rank(res, "maximise HbA1c at 180d").entries}
+    assert up["better"].diff_median == pytest.approx(-0.8, abs=1e-5)
+    assert r.to_dict()["plans"][0]["diff_median"] == pytest.approx(-0.8, abs=1e-5)
