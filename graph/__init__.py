@@ -11,6 +11,7 @@ Callers outside ``graph`` import from here only; the submodules are the package'
 """
 
 from graph.export import deidentify, node_document, strip_paths, to_hetero_data, to_networkx, to_node_link
+from graph.export_meds import MedsExport, write_meds
 from graph.ingest import (
     FileReport,
     IngestReport,
@@ -56,6 +57,7 @@ __all__ = [
     "LabValue",
     "MAX_PREDICATE_DEPTH",
     "MAX_PREDICATE_TERMS",
+    "MedsExport",
     "Node",
     "NodeQuery",
     "NodeType",
@@ -95,4 +97,5 @@ __all__ = [
     "to_hetero_data",
     "to_networkx",
     "to_node_link",
+    "write_meds",
 ]
