@@ -6,6 +6,7 @@ one place for report days and plan specs, training out of the request process.
 """
 
 from service.cancel import Cancelled, CancelToken, checkpoint
+from service.fhir import FHIR_JSON, STATISTIC_SYSTEM, ModelStamp, forecast_bundle, model_stamp, scenario_bundle
 from service.limits import (
                               DEFAULT_MAX_JOB_COST,
                               DEFAULT_MAX_REQUEST_COST,
@@ -46,24 +47,30 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_MODEL_ROOT",
     "DEFAULT_TORCH_THREADS",
+    "FHIR_JSON",
     "ForecastRun",
     "MODEL_NAME_PATTERN",
     "ModelInfo",
     "ModelRegistry",
+    "ModelStamp",
     "OverBudget",
     "ProgressFn",
     "REPORT_DAYS",
     "RequestCost",
+    "STATISTIC_SYSTEM",
     "ScenarioRun",
     "check_cost",
     "checkpoint",
     "default_model_root",
+    "forecast_bundle",
     "forecast_cost",
     "forecast_patient",
     "load_twin",
+    "model_stamp",
     "plans_from_specs",
     "report_days",
     "request_cost",
+    "scenario_bundle",
     "scenario_cost",
     "set_torch_threads",
     "simulate_patient",
