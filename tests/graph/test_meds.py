@@ -89,7 +89,8 @@ def test_every_file_follows_the_meds_schemas(exported: tuple[Path, object], sour
             times = [r["time"] for r in rows if r["subject_id"] == sid]
             static = [x for x in times if x is None]
             assert times[:len(static)] == static and times[len(static):] == sorted(times[len(static):])
-    assert len(seen) == report.subjects == len(source.patient_ids())
+    assert len(seen) == report.subjects == len(source.patient_ids()) == 29  # the figures the README quotes
+    assert sum(report.nodes_by_type.values()) == 13_903
     # numeric_value is the float32 of the full-precision value column
     vals = [(r["numeric_value"], r["value"]) for r in data if r["value"] is not None]
     assert vals and all(nv == float(np.float32(v)) for nv, v in vals)
@@ -158,9 +159,10 @@ def _foreign(root: Path, rows: list[dict], unit: bool = True) -> Path:
     table = pa.Table.from_pylist(rows, schema=schema)
     meds.DataSchema.validate(table)
     pq.write_table(table, root / "data" / "0.parquet")
+    (root / "metadata").mkdir()
     pq.write_table(pa.Table.from_pylist([{"code": "LOINC//4548-4", "description": "Hemoglobin A1c/Hemoglobin.total in Blood",
                                           "parent_codes": None}], schema=meds.CodeMetadataSchema.schema()),
-                   root / "metadata.parquet")
+                   root / meds.code_metadata_filepath)
     return root
 
 
@@ -194,6 +196,7 @@ def test_reads_another_etls_meds_dataset(tmp_path: Path) -> None:
     assert p7.end == datetime(2021, 1, 2, tzinfo=UTC)
     labs = {n.code: n for n in store.find_nodes(NodeQuery(patient_id="7", types=(NodeType.LAB,)))}
     assert labs["4548-4"].system == "http://loinc.org" and labs["4548-4"].unit == "%"
+    assert labs["4548-4"].display == "Hemoglobin A1c/Hemoglobin.total in Blood"  # from metadata/codes.parquet
     assert labs["4548-4"].value == pytest.approx(53.0 / 10.929 + 2.15, abs=0.01)
     assert labs["2345-7"].value == pytest.approx(5.5 * 18.016, rel=1e-3) and labs["2345-7"].unit == "mg/dL"
     assert labs["50912"].system == "LAB" and labs["50912"].value == pytest.approx(1.1)
