@@ -16,9 +16,10 @@ reader rebuilds ``HAS_*``, ``CODED_AS``, ``CARRIES``/``IN_GENE``, and from ``enc
 ``treats`` the ``RECORDED_IN`` and ``TREATS`` edges (``NEXT`` edges are not exported).
 
 ``subject_id`` is 63 bits of the SHA-256 of the patient id (stable across exports). With a
-de-identification salt the cohort passes through :func:`graph.deidentify` first (pseudonymous
-patient and node ids, shifted dates, no free text, no ``source``), ``subject_id`` derives from the
-pseudonym and no id mapping is written, so no identifier of ours leaves in the dataset.
+de-identification salt each patient's graph passes through :func:`graph.deidentify` first
+(pseudonymous patient and node ids, dates shifted per patient, no free text, no ``source``),
+``subject_id`` derives from the pseudonym and no id mapping is written, so no identifier of ours
+leaves in the dataset.
 """
 
 from __future__ import annotations
@@ -174,11 +175,11 @@ def write_meds(store: GraphStore, out: str | Path, *, patients: Sequence[str] | 
     mapping: list[dict[str, Any]] = []
     for k, chunk in enumerate(_shards(ids, shard_size)):
         graphs = [patient_graph(store, pid) for pid in chunk]
-        g = Subgraph(nodes=[n for x in graphs for n in x.nodes], edges=[e for x in graphs for e in x.edges])
-        if deidentify_salt is not None:
-            g = deidentify(g, salt=deidentify_salt)
+        if deidentify_salt is not None:  # per patient: its own ids scrubbed, its own date shift, linear time
+            graphs = [deidentify(x, salt=deidentify_salt) for x in graphs]
         else:
             mapping += [{"subject_id": subject_id_of(pid), "patient_id": pid} for pid in chunk]
+        g = Subgraph(nodes=[n for x in graphs for n in x.nodes], edges=[e for x in graphs for e in x.edges])
         rows = _rows(g)
         shard = f"{meds.data_subdirectory}/{k}.parquet"
         _write_table(rows, root / shard)
