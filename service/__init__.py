@@ -6,7 +6,15 @@ one place for report days and plan specs, training out of the request process.
 """
 
 from service.cancel import Cancelled, CancelToken, checkpoint
-from service.fhir import FHIR_JSON, STATISTIC_SYSTEM, ModelStamp, forecast_bundle, model_stamp, scenario_bundle
+from service.fhir import (
+                              FHIR_JSON,
+                              NODE_SYSTEM,
+                              STATISTIC_SYSTEM,
+                              ModelStamp,
+                              forecast_bundle,
+                              model_stamp,
+                              scenario_bundle,
+)
 from service.limits import (
                               DEFAULT_MAX_JOB_COST,
                               DEFAULT_MAX_REQUEST_COST,
@@ -53,6 +61,7 @@ __all__ = [
     "ModelInfo",
     "ModelRegistry",
     "ModelStamp",
+    "NODE_SYSTEM",
     "OverBudget",
     "ProgressFn",
     "REPORT_DAYS",

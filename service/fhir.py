@@ -20,9 +20,9 @@ API's ``Accept: application/fhir+json``. A ``collection`` Bundle holds:
   which point back with ``basedOn``; its rank under an objective is a ``note``.
 * **Device**: the model (name, checkpoint SHA-256, software version, training date).
 * **Provenance** targeting every resource above: agent the Device, ``recorded`` the time of
-  the run, ``entity`` (role ``source``) every record the forecast read (``Observation/…``,
-  ``Condition/…``: the node ids, which are the source resources' references) and the store
-  snapshot (identifier ``sha256:`` of those records as read, as of the origin), extensions
+  the run, ``entity`` (role ``source``) every record the forecast read (the source FHIR
+  resource, ``Observation/…``, ``Condition/…``, as the source system names it; a record from
+  another format by its node id in :data:`NODE_SYSTEM`) and the store snapshot (identifier ``sha256:`` of those records as read, as of the origin), extensions
   ``random-seed`` and ``samples``.
 
 References use ``urn:uuid:`` full URLs, derived from the content (model hash, patient, origin,
@@ -50,7 +50,7 @@ from service.twins import ForecastRun, ScenarioRun
 if TYPE_CHECKING:
     from scenarios import Action
 
-__all__ = ["FHIR_JSON", "STATISTIC_SYSTEM", "ModelStamp", "forecast_bundle", "model_stamp", "scenario_bundle"]
+__all__ = ["FHIR_JSON", "NODE_SYSTEM", "STATISTIC_SYSTEM", "ModelStamp", "forecast_bundle", "model_stamp", "scenario_bundle"]
 
 #: The media type of FHIR JSON (what ``Accept`` names to get a Bundle from the API).
 FHIR_JSON = "application/fhir+json"
@@ -58,6 +58,8 @@ FHIR_JSON = "application/fhir+json"
 STATISTIC_SYSTEM = "urn:patient-twin:forecast-statistic"
 _EXT = "urn:patient-twin:extension:"
 _SNAPSHOT_SYSTEM = "urn:patient-twin:store-snapshot"
+#: Identifier system of records that are no FHIR resource (Synthea CSV rows, VCF variants, image files): the node id.
+NODE_SYSTEM = "urn:patient-twin:node"
 _UCUM = "http://unitsofmeasure.org"
 _SNOMED = "http://snomed.info/sct"
 _NS = uuid.UUID("1b671a64-40d5-491e-99b0-da01ff1f3341")
@@ -172,6 +174,19 @@ def _snapshot(nodes: Sequence[Node]) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(docs, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _sources(records: Sequence[Node]) -> list[dict[str, Any]]:
+    """References to the records read: the FHIR resource a node came from (``Observation/…``; one for
+    all the components of a panel), else the node's id as an identifier (CSV rows, VCF, images)."""
+    refs: dict[str, dict[str, Any]] = {}
+    for n in sorted(records, key=lambda n: n.id):
+        if n.source and n.source.startswith("fhir:"):
+            ref = n.source.removeprefix("fhir:")
+            refs.setdefault(ref, {"reference": ref})
+        else:
+            refs[n.id] = {"identifier": {"system": NODE_SYSTEM, "value": n.id}, "display": f"{n.type.value} record"}
+    return list(refs.values())
+
+
 def _device(stamp: ModelStamp) -> tuple[str, dict[str, Any]]:
     url = _urn("device", stamp.checkpoint_sha256)
     version = [{"type": {"text": "checkpoint sha256"}, "value": stamp.checkpoint_sha256},
@@ -188,7 +203,7 @@ def _provenance(twin: Any, targets: Iterable[str], device: str, *, seed: int, sa
                 activity: str) -> dict[str, Any]:
     pid = twin.patient_id
     records = [n for n in twin.records.nodes if n.patient_id == pid]
-    entities = [{"role": "source", "what": {"reference": n.id}} for n in sorted(records, key=lambda n: n.id)]
+    entities = [{"role": "source", "what": what} for what in _sources(records)]
     entities.append({"role": "source", "what": {
         "identifier": {"system": _SNAPSHOT_SYSTEM, "value": _snapshot(records)},
         "display": f"store snapshot: the patient's {len(records)} records as of {_iso(twin.as_of)}"}})

@@ -71,8 +71,9 @@ def test_forecast_as_a_fhir_bundle(live: LiveServer, pid: str) -> None:
     assert f"Patient/{pid}" in refs and any(x and x.startswith("Observation/") for x in refs)
     with live.client("reader") as c:
         timeline = c.get(f"/v1/patients/{pid}/timeline", params={"as_of": plain["origin"]}).json()
-    events = {n["id"] for n in timeline["nodes"]}
-    assert events and events <= refs  # every record the forecast could read is named
+    # every record the forecast could read is named by the FHIR resource it came from
+    events = {n["source"].removeprefix("fhir:") for n in timeline["nodes"]}
+    assert events and all(n["source"].startswith("fhir:") for n in timeline["nodes"]) and events <= refs
 
 
 def test_scenarios_as_fhir_care_plans(live: LiveServer, pid: str) -> None:

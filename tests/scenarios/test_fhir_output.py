@@ -14,7 +14,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from typer.testing import CliRunner
 
 from cli import app
-from service import STATISTIC_SYSTEM, ModelRegistry, forecast_patient, simulate_patient
+from service import NODE_SYSTEM, STATISTIC_SYSTEM, ModelRegistry, forecast_patient, simulate_patient
 from twin.twin import Twin
 
 AS_OF = "2021-12-01T00:00:00Z"  # toy_cohort.START + 700 days: the origin of the toy twins
@@ -60,10 +60,13 @@ def check_provenance(resources: list[dict[str, Any]], twin: Twin, toy_dir: Path,
     assert p["agent"][0]["who"]["reference"] == f"urn:uuid:{device['id']}"
     sha = hashlib.sha256((toy_dir / "models" / "toy" / "model.pt").read_bytes()).hexdigest()
     assert {"type": {"text": "checkpoint sha256"}, "value": sha} in device["version"]
+    # the toy records are no FHIR resources: each is named by its node id
     read = {n.id for n in twin.records.nodes if n.patient_id == twin.patient_id}
-    refs = {e["what"]["reference"] for e in p["entity"] if "reference" in e["what"]}
-    assert refs == read and f"Patient/{twin.patient_id}" in refs
-    snapshot = [e["what"]["identifier"] for e in p["entity"] if "identifier" in e["what"]]
+    named = {e["what"]["identifier"]["value"] for e in p["entity"]
+             if e["what"].get("identifier", {}).get("system") == NODE_SYSTEM}
+    assert named == read and f"Patient/{twin.patient_id}" in named
+    snapshot = [e["what"]["identifier"] for e in p["entity"]
+                if e["what"].get("identifier", {}).get("system") == "urn:patient-twin:store-snapshot"]
     assert len(snapshot) == 1 and snapshot[0]["value"].startswith("sha256:")
     ext = {e["url"].rsplit(":", 1)[1]: e["valueInteger"] for e in p["extension"]}
     assert ext["random-seed"] == seed
