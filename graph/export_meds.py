@@ -88,7 +88,7 @@ def _node_rows(sid: int, n: Node, encounter: str | None, treats: list[str] | Non
     common = {"node_type": n.type.value, "node_id": n.id, "encounter_id": encounter, "treats": treats,
               "end": _naive(n.end),
               "system": n.system, "display": n.display, "unit": n.unit, "value": n.value,
-              "properties": json.dumps(props, sort_keys=True, ensure_ascii=False)}
+              "properties": json.dumps(props, sort_keys=True, ensure_ascii=False), "source": n.source}
     if n.type is not NodeType.PATIENT:
         text = props.get("value_string") if n.value is None else None
         return [_row(sid, n.time, meds_code(n.type.value, n.system, n.code, n.display),
@@ -203,8 +203,8 @@ def write_meds(store: GraphStore, out: str | Path, *, patients: Sequence[str] | 
     meta = {
         "dataset_name": dataset_name, "etl_name": "patient-twin", "etl_version": etl_version,
         "meds_version": meds.__version__, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "raw_source_id_columns": ["node_id", "encounter_id", "treats"], "code_modifier_columns": ["unit"],
-        "other_extension_columns": [c for c in EXTRA_COLUMNS if c not in ("node_id", "encounter_id", "treats", "unit")],
+        "raw_source_id_columns": ["node_id", "encounter_id", "treats", "source"], "code_modifier_columns": ["unit"],
+        "other_extension_columns": [c for c in EXTRA_COLUMNS if c not in ("node_id", "encounter_id", "treats", "source", "unit")],
     }
     (root / meds.dataset_metadata_filepath).write_text(json.dumps(meta, indent=1) + "\n")
     return report

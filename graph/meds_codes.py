@@ -61,6 +61,7 @@ EXTRA_COLUMNS: dict[str, str] = {
     "unit": "UCUM unit of numeric_value (and value)",
     "value": "the value at full (float64) precision; numeric_value is its float32",
     "properties": "the node's other properties as JSON",
+    "source": "the record the node was read from (fhir:Observation/…; none in de-identified exports)",
 }
 
 

@@ -7,7 +7,7 @@ Two kinds of rows are read:
 
 * **Rows written by** :mod:`graph.export_meds` (``node_type`` set): each is one node, rebuilt
   from its columns (id, times, code, system, display, value at full precision, unit,
-  properties, encounter, conditions treated), so export then ingest gives the same nodes and edges
+  properties, encounter, conditions treated, source), so export then ingest gives the same nodes and edges
   (but ``NEXT``). Its derived rows
   (``GENDER//…``, ``MEDS_DEATH``: ``node_type`` null) are counted as skipped.
 * **Any other MEDS rows** (another ETL's): ``MEDS_BIRTH``, ``MEDS_DEATH`` and ``GENDER//x`` give
@@ -128,7 +128,7 @@ class _Dataset:
         try:
             node = Node(id=nid, type=ntype, patient_id=pid, time=None if ntype is NodeType.PATIENT else _utc(r["time"]),
                         end=_utc(r.get("end")), code=code, system=r.get("system"), display=r.get("display"),
-                        value=value, unit=unit, props=props, source=f"meds:{nid}")
+                        value=value, unit=unit, props=props, source=r.get("source") or f"meds:{nid}")
         except SchemaError as exc:
             raise self.error(r, exc.reason, exc.field) from None
         self.b.origin = (r["_label"], "subject_id")

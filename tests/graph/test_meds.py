@@ -29,9 +29,8 @@ SALT = "meds-test-salt"
 
 
 def _nodes(store: GraphStore) -> dict[str, dict]:
-    """Every patient-scoped node by id, without ``source`` (where the node was read from)."""
-    return {n.id: {k: v for k, v in asdict(n).items() if k != "source"}
-            for pid in store.patient_ids() for n in store.find_nodes(NodeQuery(patient_id=pid))}
+    """Every patient-scoped node by id, every field."""
+    return {n.id: asdict(n) for pid in store.patient_ids() for n in store.find_nodes(NodeQuery(patient_id=pid))}
 
 
 def _edges(store: GraphStore) -> set[tuple[str, str, str]]:
@@ -114,7 +113,7 @@ def test_round_trip_keeps_every_event(exported: tuple[Path, object], source: Gra
     assert after.edges == before.edges  # HAS_*, CODED_AS, RECORDED_IN, TREATS, CARRIES, IN_GENE
     assert {k: v for k, v in before.nodes.items() if k not in ("Concept", "Gene")} == dict(report.nodes_by_type)
     old, new = _nodes(source), _nodes(target)
-    assert new == old  # ids, types, patients, times, codes, systems, displays, values, units, properties
+    assert new == old  # ids, types, patients, times, codes, systems, displays, values, units, properties, sources
     labs = [n for n in new.values() if n["type"] is NodeType.LAB and n["value"] is not None]
     assert len(labs) > 100
     assert _edges(target) == _edges(source)
