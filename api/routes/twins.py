@@ -3,7 +3,8 @@ their background-job forms ``POST /v1/twins/{id}/forecast/jobs`` and ``.../scena
 
 All call the application layer (:func:`service.forecast_patient`, :func:`service.simulate_patient`),
 the same functions ``twin forecast`` and ``twin simulate`` call. With ``Accept:
-application/fhir+json`` the synchronous routes answer a FHIR R4 Bundle (:mod:`service.fhir`).
+application/fhir+json`` the synchronous routes answer a FHIR R4 Bundle (:mod:`service.fhir`) and
+the job routes make that Bundle the job's ``result``.
 
 Bounded cost: every request's cost (:mod:`service.limits`, trajectory-steps) is checked before
 any solve. A synchronous request above ``max_request_cost`` is refused with 422 naming its
@@ -226,12 +227,17 @@ def _checked(services: Services, cost: Callable[[Any], RequestCost], model: str)
     responses={**problems(404), **_QUEUE_FULL},
 )
 async def post_forecast_job(patient_id: ExistingPatient, body: ForecastRequest, key: CurrentKey,
-                            services: ServicesDep, jobs: JobsDep) -> JobOut:
+                            services: ServicesDep, jobs: JobsDep, request: Request) -> JobOut:
     limit = services.settings.max_job_cost
     await run_in_threadpool(_checked, services, lambda m: forecast_cost(
         m, samples=body.n_samples, horizon_days=body.horizon_days, step_days=body.step_days), body.model)
+    fhir = _wants_fhir(request)
 
     def run(progress: ProgressFn, token: CancelToken) -> dict[str, Any]:
+        if fhir:  # the job's result is the Bundle
+            return forecast_bundle(_run_forecast(services, patient_id, body, max_cost=limit, hint=_JOB_HINT,
+                                                 on_progress=progress, cancel=token),
+                                   model_stamp(services.registry, body.model))
         out = _forecast(services, patient_id, body, max_cost=limit, hint=_JOB_HINT, on_progress=progress, cancel=token)
         return out.model_dump(mode="json")
 
@@ -249,14 +255,20 @@ async def post_forecast_job(patient_id: ExistingPatient, body: ForecastRequest, 
     responses={**problems(404), **_QUEUE_FULL},
 )
 async def post_scenarios_job(patient_id: ExistingPatient, body: ScenarioRequest, key: CurrentKey,
-                             services: ServicesDep, jobs: JobsDep) -> JobOut:
+                             services: ServicesDep, jobs: JobsDep, request: Request) -> JobOut:
     limit = services.settings.max_job_cost
     n_days = len(report_days(body.horizon_days, body.days))
     await run_in_threadpool(_checked, services, lambda m: scenario_cost(
         m, plans=len(body.plans), samples=body.n_samples, horizon_days=body.horizon_days, summary_days=n_days + 1),
         body.model)
 
+    fhir = _wants_fhir(request)
+
     def run(progress: ProgressFn, token: CancelToken) -> dict[str, Any]:
+        if fhir:  # the job's result is the Bundle
+            return scenario_bundle(_run_scenarios(services, patient_id, body, max_cost=limit, hint=_JOB_HINT,
+                                                  on_progress=progress, cancel=token),
+                                   model_stamp(services.registry, body.model))
         out = _scenarios(services, patient_id, body, max_cost=limit, hint=_JOB_HINT, on_progress=progress,
                          cancel=token)
         return out.model_dump(mode="json")

@@ -4,6 +4,7 @@ validated with ``fhir.resources``' R4B models, carrying the numbers of the JSON 
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -106,6 +107,23 @@ def test_scenarios_as_fhir_care_plans(live: LiveServer, pid: str) -> None:
         v = lab["at_day"][day]
         assert o["valueQuantity"]["value"] == pytest.approx(v["median"], rel=1e-5)
         assert component(o, "diff-median") == pytest.approx(v["diff_vs_reference"]["median"], rel=1e-5, abs=1e-9)
+
+
+def test_a_forecast_job_asked_for_fhir_holds_a_bundle(live: LiveServer, pid: str) -> None:
+    body = {"model": "tiny", "horizon_days": 60, "step_days": 30, "n_samples": 4, "seed": 1}
+    with live.client("sim") as c:
+        job = c.post(f"/v1/twins/{pid}/forecast/jobs", json=body, headers=FHIR).json()
+        deadline = time.monotonic() + 120
+        while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            job = c.get(f"/v1/jobs/{job['id']}").json()
+        plain = c.post(f"/v1/twins/{pid}/forecast", json=body).json()
+    assert job["status"] == "succeeded", job
+    obs = of(resources(job["result"]), "Observation")
+    assert len(obs) == len(plain["labs"]) * 3
+    first = next(o for o in obs if o["effectiveDateTime"].startswith(plain["origin"][:10]))
+    assert first["valueQuantity"]["value"] == pytest.approx(plain["labs"][first["code"]["coding"][0]["code"]]["median"][0],
+                                                            rel=1e-5)
 
 
 def test_errors_stay_problem_json(live: LiveServer, pid: str) -> None:
