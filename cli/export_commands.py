@@ -18,7 +18,8 @@ export_app = typer.Typer(help="Export the graph in a health-data standard.", no_
 
 @export_app.command("meds")
 def meds_cmd(
-    out: Annotated[Path, typer.Argument(help="Folder to write the dataset into (created; must hold no dataset).")],
+    out: Annotated[Path, typer.Argument(metavar="OUTDIR", help="Folder to write the dataset into (created; must hold "
+                                        "no dataset).")],
     where: Annotated[str | None, typer.Option("--where", help="Cohort predicate as JSON (as `twin query cohort`); "
                                               "default: every patient.")] = None,
     deid: Annotated[bool, typer.Option("--deidentify", help="Pseudonymous ids, shifted dates, no free text and no "
