@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from importlib import metadata
+from core import software_version
 
 __all__ = ["version"]
 
 
 def version() -> str:
     """The installed package version (or the source tree's when not installed)."""
-    try:
-        return metadata.version("patient-twin")
-    except metadata.PackageNotFoundError:
-        return "0.1.0"
+    return software_version()

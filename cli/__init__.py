@@ -42,6 +42,7 @@ _COMMAND_MODULES = (
     "cli.scenario_commands",
     "cli.neo4j_commands",
     "cli.demo_commands",
+    "cli.export_commands",
 )
 
 for _name in _COMMAND_MODULES:

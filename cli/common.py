@@ -14,7 +14,7 @@ from core import ConfigError, QueryError, TwinError
 from graph import parse_fhir_time
 from service import ModelRegistry
 
-__all__ = ["DeviceOpt", "JsonOpt", "ModelOpt", "ModelsOpt", "StoreOpt", "ThreadsOpt", "emit_json", "fail", "parse_as_of", "registry"]
+__all__ = ["DeviceOpt", "FormatOpt", "JsonOpt", "ModelOpt", "ModelsOpt", "StoreOpt", "ThreadsOpt", "check_format", "emit_json", "fail", "parse_as_of", "registry"]
 
 StoreOpt = Annotated[
     str | None,
@@ -28,6 +28,15 @@ ModelsOpt = Annotated[Path | None, typer.Option("--models", envvar="TWIN_MODEL_P
                                                      "`twin serve` reads the same).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda (same code path, tensors moved with .to()).")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads for this command.")]
+FormatOpt = Annotated[str, typer.Option("--format", help="table (default), or fhir: one FHIR R4 Bundle (JSON) with "
+                                        "Provenance on stdout.")]
+
+
+def check_format(fmt: str, as_json: bool) -> bool:
+    """Whether ``--format`` asks for FHIR; a value other than table or fhir is a :class:`QueryError`."""
+    if fmt not in ("table", "fhir"):
+        fail(QueryError(f"--format must be table or fhir, got {fmt!r}"), as_json)
+    return fmt == "fhir"
 
 def registry(models: Path | None, device: str = "cpu") -> ModelRegistry:
     """The model registry at ``models`` (default: ``$TWIN_MODEL_PATH`` or twin-data/models).

@@ -36,7 +36,7 @@ AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Cut the graph at t
 
 
 def ingest(
-    paths: Annotated[list[str], typer.Argument(help="Files, folders or globs: FHIR JSON/NDJSON, Synthea CSV folders, VCF, images.")],
+    paths: Annotated[list[str], typer.Argument(help="Files, folders or globs: FHIR JSON/NDJSON, Synthea CSV folders, MEDS dataset folders, VCF, images.")],
     store: StoreOpt = None,
     keep_going: Annotated[bool, typer.Option(help="Report a bad file and continue with the next one.")] = False,
     patient: Annotated[str | None, typer.Option(help="Patient id for VCF/image files that do not name one.")] = None,

@@ -9,11 +9,13 @@ import typer
 
 from cli.common import (
     DeviceOpt,
+    FormatOpt,
     JsonOpt,
     ModelOpt,
     ModelsOpt,
     StoreOpt,
     ThreadsOpt,
+    check_format,
     emit_json,
     fail,
     parse_as_of,
@@ -141,20 +143,26 @@ def forecast_cmd(
     step: Annotated[int, typer.Option(help="Days between reported forecast points.")] = 7,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of history + forecast bands.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Also list the graph nodes that drove the forecast.")] = False,
+    fmt: FormatOpt = "table",
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = DEFAULT_TORCH_THREADS,
     as_json: JsonOpt = False,
 ) -> None:
     """Forecast a patient's target labs (median, 5-95%) and event risk under their current treatment."""
     from graph import open_store
-    from service import forecast_patient, set_torch_threads
+    from service import forecast_bundle, forecast_patient, model_stamp, set_torch_threads
 
+    fhir = check_format(fmt, as_json)
     try:
         set_torch_threads(threads)
+        reg = registry(models, device)
         with open_store(store) as st:
-            run = forecast_patient(st, registry(models, device), patient, model=model, horizon=horizon,
+            run = forecast_patient(st, reg, patient, model=model, horizon=horizon,
                                    as_of=parse_as_of(as_of), samples=samples, step_days=step, explain=explain,
                                    plot=plot)
+            if fhir:
+                emit_json(forecast_bundle(run, model_stamp(reg, model)))
+                return
     except TwinError as exc:
         fail(exc, as_json)
     fc = run.forecast

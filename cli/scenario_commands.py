@@ -9,11 +9,13 @@ import typer
 
 from cli.common import (
     DeviceOpt,
+    FormatOpt,
     JsonOpt,
     ModelOpt,
     ModelsOpt,
     StoreOpt,
     ThreadsOpt,
+    check_format,
     emit_json,
     fail,
     parse_as_of,
@@ -44,21 +46,27 @@ def simulate_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same numbers).")] = 0,
     strict: Annotated[bool, typer.Option("--strict", help="Refuse plans outside the model's training range.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of the trajectories per plan.")] = None,
+    fmt: FormatOpt = "table",
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = DEFAULT_TORCH_THREADS,
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate a patient's twin under several treatment plans in one batched solve; compare and rank."""
     from graph import open_store
-    from service import plans_from_specs, set_torch_threads, simulate_patient
+    from service import model_stamp, plans_from_specs, scenario_bundle, set_torch_threads, simulate_patient
 
+    fhir = check_format(fmt, as_json)
     try:
         set_torch_threads(threads)
         plans = plans_from_specs(plan)
+        reg = registry(models, device)
         with open_store(store) as st:
-            run = simulate_patient(st, registry(models, device), patient, plans, model=model, horizon=horizon,
+            run = simulate_patient(st, reg, patient, plans, model=model, horizon=horizon,
                                    as_of=parse_as_of(as_of), objective=objective, reference=reference,
                                    thresholds=threshold or [], samples=samples, seed=seed, strict=strict, plot=plot)
+            if fhir:
+                emit_json(scenario_bundle(run, model_stamp(reg, model)))
+                return
     except TwinError as exc:
         fail(exc, as_json)
     if as_json:

@@ -1,4 +1,4 @@
-"""The bottom layer every package may import: the error hierarchy and duration parsing."""
+"""The bottom layer every package may import: the error hierarchy, duration parsing and the version."""
 
 from core.durations import parse_duration
 from core.errors import (
@@ -12,6 +12,7 @@ from core.errors import (
     StoreError,
     TwinError,
 )
+from core.version import software_version
 
 __all__ = [
     "ConfigError",
@@ -24,4 +25,5 @@ __all__ = [
     "StoreError",
     "TwinError",
     "parse_duration",
+    "software_version",
 ]

@@ -12,6 +12,7 @@ Callers outside ``graph`` import from here only; the submodules are the package'
 
 from graph.display import display_unit, name_with_code
 from graph.export import deidentify, node_document, strip_paths, to_hetero_data, to_networkx, to_node_link
+from graph.export_meds import MedsExport, write_meds
 from graph.ingest import (
     FileReport,
     IngestReport,
@@ -57,6 +58,7 @@ __all__ = [
     "LabValue",
     "MAX_PREDICATE_DEPTH",
     "MAX_PREDICATE_TERMS",
+    "MedsExport",
     "Node",
     "NodeQuery",
     "NodeType",
@@ -98,4 +100,5 @@ __all__ = [
     "to_hetero_data",
     "to_networkx",
     "to_node_link",
+    "write_meds",
 ]

@@ -60,6 +60,7 @@ class ForecastRun:
     attributions: list[Attribution] = field(default_factory=list)
     plot: Path | None = None
     cost: RequestCost | None = None
+    seed: int = 0
 
 
 def forecast_patient(store: GraphStore, registry: ModelRegistry, patient_id: str, *, model: str = DEFAULT_MODEL,
@@ -85,7 +86,7 @@ def forecast_patient(store: GraphStore, registry: ModelRegistry, patient_id: str
     report(0.95, "summarising")
     attributions = tw.explain(horizon_days=int(min(days, 180))) if explain else []
     png = tw.plot(plot, fc) if plot else None
-    return ForecastRun(tw, fc, attributions, png, cost)
+    return ForecastRun(tw, fc, attributions, png, cost, seed)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class ScenarioRun:
     ranking: Ranking | None = None
     plot: Path | None = None
     cost: RequestCost | None = None
+    plans: tuple[TreatmentPlan, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {**self.result.to_dict(days=self.days), "ranking": self.ranking.to_dict() if self.ranking else None}
@@ -131,4 +133,4 @@ def simulate_patient(store: GraphStore, registry: ModelRegistry, patient_id: str
     report(0.9, "ranking plans" if obj is not None else "summarising")
     ranking = rank(result, obj) if obj is not None else None
     png = plot_trajectories(result, plot) if plot else None
-    return ScenarioRun(tw, result, key_days, ranking, png, cost)
+    return ScenarioRun(tw, result, key_days, ranking, png, cost, tuple(plans))

@@ -2,7 +2,9 @@
 their background-job forms ``POST /v1/twins/{id}/forecast/jobs`` and ``.../scenarios/jobs``.
 
 All call the application layer (:func:`service.forecast_patient`, :func:`service.simulate_patient`),
-the same functions ``twin forecast`` and ``twin simulate`` call.
+the same functions ``twin forecast`` and ``twin simulate`` call. With ``Accept:
+application/fhir+json`` the synchronous routes answer a FHIR R4 Bundle (:mod:`service.fhir`) and
+the job routes make that Bundle the job's ``result``.
 
 Bounded cost: every request's cost (:mod:`service.limits`, trajectory-steps) is checked before
 any solve. A synchronous request above ``max_request_cost`` is refused with 422 naming its
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentKey, ExistingPatient, JobsDep, Services, ServicesDep, audited, require_scope
@@ -30,14 +33,20 @@ from api.openapi import problems
 from api.schemas import CostOut, ForecastOut, ForecastRequest, JobOut, LabForecastOut, ScenarioOut, ScenarioRequest
 from scenarios import Threshold
 from service import (
+    FHIR_JSON,
     Cancelled,
     CancelToken,
+    ForecastRun,
     OverBudget,
     RequestCost,
+    ScenarioRun,
     check_cost,
+    forecast_bundle,
     forecast_cost,
     forecast_patient,
+    model_stamp,
     report_days,
+    scenario_bundle,
     scenario_cost,
     simulate_patient,
 )
@@ -73,16 +82,32 @@ def _sync_hint(services: Services, what: str) -> str:
 _JOB_HINT = "this is the ceiling of background jobs (setting max_job_cost)"
 
 
+#: The other answer of the forecast and scenario routes: ``Accept: application/fhir+json``.
+_FHIR_ANSWER: dict[int | str, dict[str, Any]] = {200: {"description": "With `Accept: application/fhir+json`: a FHIR R4 "
+                                                       "Bundle (see README, Write-back: FHIR and MEDS).",
+                                                       "content": {FHIR_JSON: {"schema": {"type": "object"}}}}}
+
+
+def _wants_fhir(request: Request) -> bool:
+    return FHIR_JSON in request.headers.get("accept", "")
+
+
 # --------------------------------------------------------------------------- the work
-def _forecast(services: Services, patient_id: str, body: ForecastRequest, *, max_cost: int, hint: str,
-              on_progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ForecastOut:
+def _run_forecast(services: Services, patient_id: str, body: ForecastRequest, *, max_cost: int, hint: str,
+                  on_progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ForecastRun:
     try:
-        run = forecast_patient(services.store, services.registry, patient_id, model=body.model,
-                               horizon=body.horizon_days, as_of=body.as_of, samples=body.n_samples,
-                               step_days=body.step_days, seed=body.seed, max_cost=max_cost, budget_hint=hint,
-                               on_progress=on_progress, cancel=cancel)
+        return forecast_patient(services.store, services.registry, patient_id, model=body.model,
+                                horizon=body.horizon_days, as_of=body.as_of, samples=body.n_samples,
+                                step_days=body.step_days, seed=body.seed, max_cost=max_cost, budget_hint=hint,
+                                on_progress=on_progress, cancel=cancel)
     except OverBudget as exc:
         raise _over_budget(exc) from None
+
+
+def _forecast(services: Services, patient_id: str, body: ForecastRequest, *, max_cost: int, hint: str,
+              on_progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ForecastOut:
+    run = _run_forecast(services, patient_id, body, max_cost=max_cost, hint=hint, on_progress=on_progress,
+                        cancel=cancel)
     fc = run.forecast
     return ForecastOut(
         patient_id=patient_id, model=body.model, origin=fc.origin, horizon_days=fc.horizon_days,
@@ -91,17 +116,23 @@ def _forecast(services: Services, patient_id: str, body: ForecastRequest, *, max
     )
 
 
-def _scenarios(services: Services, patient_id: str, body: ScenarioRequest, *, max_cost: int, hint: str,
-               on_progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ScenarioOut:
+def _run_scenarios(services: Services, patient_id: str, body: ScenarioRequest, *, max_cost: int, hint: str,
+                   on_progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ScenarioRun:
     try:
-        run = simulate_patient(services.store, services.registry, patient_id, body.plans, model=body.model,
-                               horizon=body.horizon_days, as_of=body.as_of, objective=body.objective,
-                               reference=body.reference,
-                               thresholds=[Threshold(t.lab, t.op, t.value) for t in body.thresholds],
-                               days=body.days, samples=body.n_samples, seed=body.seed, strict=body.strict,
-                               max_cost=max_cost, budget_hint=hint, on_progress=on_progress, cancel=cancel)
+        return simulate_patient(services.store, services.registry, patient_id, body.plans, model=body.model,
+                                horizon=body.horizon_days, as_of=body.as_of, objective=body.objective,
+                                reference=body.reference,
+                                thresholds=[Threshold(t.lab, t.op, t.value) for t in body.thresholds],
+                                days=body.days, samples=body.n_samples, seed=body.seed, strict=body.strict,
+                                max_cost=max_cost, budget_hint=hint, on_progress=on_progress, cancel=cancel)
     except OverBudget as exc:
         raise _over_budget(exc) from None
+
+
+def _scenarios(services: Services, patient_id: str, body: ScenarioRequest, *, max_cost: int, hint: str,
+               on_progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ScenarioOut:
+    run = _run_scenarios(services, patient_id, body, max_cost=max_cost, hint=hint, on_progress=on_progress,
+                         cancel=cancel)
     doc = run.result.to_dict(days=run.days)
     return ScenarioOut(
         patient_id=patient_id, model=body.model, origin=run.twin.as_of, plans=doc["plans"], reference=doc["reference"],
@@ -142,11 +173,16 @@ async def _until_disconnect(request: Request, work: Callable[[CancelToken], T]) 
     description="Answered at once when its cost is within `max_request_cost` (the answer's `cost`); larger "
                 "forecasts: `POST /v1/twins/{patient_id}/forecast/jobs`.",
     dependencies=[Depends(audited("twin.forecast")), Depends(require_scope("sim:run"))],
-    responses=problems(404),
+    responses={**problems(404), **_FHIR_ANSWER},
 )
 async def post_forecast(patient_id: ExistingPatient, body: ForecastRequest, services: ServicesDep,
-                        request: Request) -> ForecastOut:
+                        request: Request) -> ForecastOut | JSONResponse:
     limit, hint = services.settings.max_request_cost, _sync_hint(services, "forecast")
+    if _wants_fhir(request):
+        doc = await _until_disconnect(request, lambda token: forecast_bundle(
+            _run_forecast(services, patient_id, body, max_cost=limit, hint=hint, cancel=token),
+            model_stamp(services.registry, body.model)))
+        return JSONResponse(doc, media_type=FHIR_JSON)
     return await _until_disconnect(
         request, lambda token: _forecast(services, patient_id, body, max_cost=limit, hint=hint, cancel=token))
 
@@ -158,11 +194,16 @@ async def post_forecast(patient_id: ExistingPatient, body: ForecastRequest, serv
     description="Answered at once when its cost is within `max_request_cost` (the answer's `cost`); larger "
                 "runs: `POST /v1/twins/{patient_id}/scenarios/jobs`.",
     dependencies=[Depends(audited("twin.scenarios")), Depends(require_scope("sim:run"))],
-    responses=problems(404),
+    responses={**problems(404), **_FHIR_ANSWER},
 )
 async def post_scenarios(patient_id: ExistingPatient, body: ScenarioRequest, services: ServicesDep,
-                         request: Request) -> ScenarioOut:
+                         request: Request) -> ScenarioOut | JSONResponse:
     limit, hint = services.settings.max_request_cost, _sync_hint(services, "scenarios")
+    if _wants_fhir(request):
+        doc = await _until_disconnect(request, lambda token: scenario_bundle(
+            _run_scenarios(services, patient_id, body, max_cost=limit, hint=hint, cancel=token),
+            model_stamp(services.registry, body.model)))
+        return JSONResponse(doc, media_type=FHIR_JSON)
     return await _until_disconnect(
         request, lambda token: _scenarios(services, patient_id, body, max_cost=limit, hint=hint, cancel=token))
 
@@ -186,12 +227,17 @@ def _checked(services: Services, cost: Callable[[Any], RequestCost], model: str)
     responses={**problems(404), **_QUEUE_FULL},
 )
 async def post_forecast_job(patient_id: ExistingPatient, body: ForecastRequest, key: CurrentKey,
-                            services: ServicesDep, jobs: JobsDep) -> JobOut:
+                            services: ServicesDep, jobs: JobsDep, request: Request) -> JobOut:
     limit = services.settings.max_job_cost
     await run_in_threadpool(_checked, services, lambda m: forecast_cost(
         m, samples=body.n_samples, horizon_days=body.horizon_days, step_days=body.step_days), body.model)
+    fhir = _wants_fhir(request)
 
     def run(progress: ProgressFn, token: CancelToken) -> dict[str, Any]:
+        if fhir:  # the job's result is the Bundle
+            return forecast_bundle(_run_forecast(services, patient_id, body, max_cost=limit, hint=_JOB_HINT,
+                                                 on_progress=progress, cancel=token),
+                                   model_stamp(services.registry, body.model))
         out = _forecast(services, patient_id, body, max_cost=limit, hint=_JOB_HINT, on_progress=progress, cancel=token)
         return out.model_dump(mode="json")
 
@@ -209,14 +255,20 @@ async def post_forecast_job(patient_id: ExistingPatient, body: ForecastRequest, 
     responses={**problems(404), **_QUEUE_FULL},
 )
 async def post_scenarios_job(patient_id: ExistingPatient, body: ScenarioRequest, key: CurrentKey,
-                             services: ServicesDep, jobs: JobsDep) -> JobOut:
+                             services: ServicesDep, jobs: JobsDep, request: Request) -> JobOut:
     limit = services.settings.max_job_cost
     n_days = len(report_days(body.horizon_days, body.days))
     await run_in_threadpool(_checked, services, lambda m: scenario_cost(
         m, plans=len(body.plans), samples=body.n_samples, horizon_days=body.horizon_days, summary_days=n_days + 1),
         body.model)
 
+    fhir = _wants_fhir(request)
+
     def run(progress: ProgressFn, token: CancelToken) -> dict[str, Any]:
+        if fhir:  # the job's result is the Bundle
+            return scenario_bundle(_run_scenarios(services, patient_id, body, max_cost=limit, hint=_JOB_HINT,
+                                                  on_progress=progress, cancel=token),
+                                   model_stamp(services.registry, body.model))
         out = _scenarios(services, patient_id, body, max_cost=limit, hint=_JOB_HINT, on_progress=progress,
                          cancel=token)
         return out.model_dump(mode="json")

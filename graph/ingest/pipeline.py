@@ -3,10 +3,11 @@
 Kinds (by extension, then content): FHIR JSON (``.json``: a Bundle, one resource or a JSON
 array of resources), FHIR NDJSON (``.ndjson``/``.jsonl``, or a ``.json`` file holding one
 resource per line), a Synthea CSV export (a folder with ``patients.csv``), VCF
-(``.vcf``/``.vcf.gz``) and images (``.npy``/``.dcm``).
+(``.vcf``/``.vcf.gz``), images (``.npy``/``.dcm``) and a MEDS dataset (a folder with
+``data/*.parquet`` shards or ``metadata/dataset.json``; :mod:`graph.ingest.meds`).
 
-:func:`ingest_paths` expands folders and globs. In a folder it takes FHIR and VCF files and
-Synthea exports; image files are only ingested when named explicitly (they need a patient
+:func:`ingest_paths` expands folders and globs. In a folder it takes FHIR and VCF files,
+Synthea exports and MEDS datasets; image files are only ingested when named explicitly (they need a patient
 id and usually arrive through a Media/ImagingStudy reference instead). Each file, and each
 Synthea export as a whole, is one ``store.write`` and so all-or-nothing.
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from core.errors import RecordError
 from graph.ingest.builder import ParsedFile, in_namespace, locate_error
 from graph.ingest.fhir import parse_bundle, parse_fhir_resources, parse_json_text, parse_ndjson
+from graph.ingest.meds import is_meds_dataset
 from graph.ingest.report import FileReport, IngestReport
 from graph.store.base import GraphStore
 
@@ -82,7 +84,12 @@ def parse_path(path: str | Path, *, patient_id: str | None = None, time: datetim
             from graph.ingest.synthea_csv import parse_synthea_csv
 
             return parse_synthea_csv(p)
-        raise RecordError("a folder is only a record when it is a Synthea CSV export (has patients.csv)", file=str(p))
+        if is_meds_dataset(p):
+            from graph.ingest.meds import parse_meds
+
+            return parse_meds(p)
+        raise RecordError("a folder is only a record when it is a Synthea CSV export (has patients.csv) or a MEDS "
+                          "dataset (data/*.parquet, metadata/dataset.json)", file=str(p))
     if not p.exists():
         raise RecordError("no such file or directory", file=str(p))
     if name.endswith((".vcf", ".vcf.gz")):
@@ -132,10 +139,15 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
     return list(dict.fromkeys(out))  # drop repeats, keeping first-seen order
 
 
+def _is_dataset(p: Path) -> bool:
+    """A folder ingested as one unit: a Synthea CSV export or a MEDS dataset."""
+    return (p / "patients.csv").is_file() or is_meds_dataset(p)
+
+
 def _expand_one(p: Path, *, explicit: bool) -> list[Path]:
     if p.is_file():
         return [p] if explicit or p.name.lower().endswith(_FOLDER_SUFFIXES) else []
-    if (p / "patients.csv").is_file():
+    if _is_dataset(p):
         return [p]
     found: list[Path] = []
     for root, dirs, files in os.walk(p):
@@ -143,7 +155,7 @@ def _expand_one(p: Path, *, explicit: bool) -> list[Path]:
         root_p = Path(root)
         keep = []
         for d in dirs:
-            if (root_p / d / "patients.csv").is_file():
+            if _is_dataset(root_p / d):
                 found.append(root_p / d)
             else:
                 keep.append(d)
