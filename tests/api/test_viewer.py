@@ -21,8 +21,6 @@ from tests.api.browser import chromium, screenshot
 from tests.api.conftest import Cohort, LiveServer
 from tests.api.test_patient_images import upload_image
 
-pytestmark = pytest.mark.slow
-
 WAIT_S = 120  # generous: the machine is shared; nothing here asserts on time
 
 
@@ -103,6 +101,7 @@ def _target(model: dict[str, Any], word: str) -> dict[str, Any]:
     return next(t for t in model["spec"]["targets"] if word in t["name"])
 
 
+@pytest.mark.slow
 def test_viewer_end_to_end(live: LiveServer, cohort: Cohort, model: dict[str, Any], viewer_key: str,
                            browser: Any) -> None:
     d = browser
@@ -171,7 +170,24 @@ def test_viewer_end_to_end(live: LiveServer, cohort: Cohort, model: dict[str, An
     assert meds and all(m["display"] in d.find_element("id", "timeline").text for m in meds)
     screenshot(d, "viewer-timeline", d.find_element("id", "patient-view"))
 
+    # --- the as-of cursor: the timeline as the API knew it then, later records hidden
+    d.execute_script("const s = document.getElementById('asof'); s.value = 500; s.dispatchEvent(new Event('change'))")
+    label = d.find_element("id", "asof-label")
+    _wait(d, lambda d: label.get_attribute("data-as-of"), "moving the cursor set no as-of time")
+    as_of = label.get_attribute("data-as-of")
+    with live.client("reader") as c:
+        then = c.get(f"/v1/patients/{pid}/timeline", params={"as_of": as_of}).json()["nodes"]
+    assert 0 < len(then) < len(nodes)
+    then_labs = {n["code"] for n in then if n["type"] == "Lab" and n["value"] is not None}
+    _wait(d, lambda d: {e.get_attribute("data-lab") for e in d.find_elements(*_by("#timeline .multiple"))} == then_labs,
+          "the timeline did not follow the cursor")
+    drawn = {e.get_attribute("data-node") for e in d.find_elements(*_by("#timeline [data-node]"))}
+    assert drawn == {n["id"] for n in then if n["type"] in ("Medication", "Procedure", "Condition", "Encounter", "Image")}
+    d.execute_script("const s = document.getElementById('asof'); s.value = s.max; s.dispatchEvent(new Event('change'))")
+    _wait(d, lambda d: not label.get_attribute("data-as-of"), "the cursor did not return to the latest record")
+
     # --- the forecast: the table shows the API's numbers; the drivers are named records
+    assert d.find_element("id", "fc-explain").get_attribute("value") == model["spec"]["targets"][0]["code"]
     d.find_element("id", "fc-horizon").clear()
     d.find_element("id", "fc-horizon").send_keys("180")
     d.find_element("id", "run-forecast").click()

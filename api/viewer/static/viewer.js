@@ -115,6 +115,7 @@
     $("whoami").textContent = `signed in · ${state.models.length} model(s)`;
     const select = $("model");
     select.replaceChildren(...state.models.map((m) => el("option", { value: m.name, text: m.name })));
+    drawTargets();
     if (!state.models.length) showMessage("No trained model yet: train one (twin train) to forecast.", "info");
     $("terms").replaceChildren(termRow());
   }
@@ -227,6 +228,7 @@
     const asOf = asOfFromSlider();
     state.asOf = asOf;
     $("asof-label").textContent = asOf ? asOf.toISOString().slice(0, 16).replace("T", " ") : "latest record";
+    $("asof-label").dataset.asOf = asOf ? asOf.toISOString() : "";
     const q = asOf ? `?as_of=${encodeURIComponent(asOf.toISOString())}` : "";
     try {
       const doc = await api("GET", `/v1/patients/${encodeURIComponent(state.patientId)}/timeline${q}`);
@@ -341,10 +343,17 @@
   // ------------------------------------------------------------------ forecast
   const currentModel = () => state.models.find((m) => m.name === $("model").value);
 
+  /** The labs the chosen model forecasts, to pick the one whose drivers are listed. */
+  function drawTargets() {
+    const m = currentModel();
+    $("fc-explain").replaceChildren(...((m && m.spec.targets) || []).map((t) =>
+      el("option", { value: t.code, text: named(t.name, t.code) })));
+  }
+
   async function runForecast(ev) {
     ev.preventDefault();
     const body = { model: $("model").value, horizon_days: Number($("fc-horizon").value),
-      n_samples: Number($("fc-samples").value), step_days: 7, explain: true };
+      n_samples: Number($("fc-samples").value), step_days: 7, explain: true, explain_lab: $("fc-explain").value };
     if (state.asOf) body.as_of = state.asOf.toISOString();
     busy($("run-forecast"), true);
     $("forecast").replaceChildren(el("p", { class: "muted", text: "forecasting…" }));
@@ -589,7 +598,7 @@
     $("open-form").addEventListener("submit", (ev) => { ev.preventDefault(); openPatient($("open-id").value); });
     $("asof").addEventListener("change", loadTimeline);
     $("forecast-form").addEventListener("submit", runForecast);
-    $("model").addEventListener("change", () => state.patientId && drawPlans());
+    $("model").addEventListener("change", () => { drawTargets(); if (state.patientId) drawPlans(); });
     $("scenario-form").addEventListener("submit", runScenarios);
     $("add-plan").addEventListener("click", () => $("plans").append(planCard({ name: `plan ${$("plans").children.length + 1}` })));
     $("api-key").focus();
