@@ -1,5 +1,5 @@
 """``GET /viewer``: the twin viewer, a static page (HTML, JS, CSS and vendored uPlot) that calls
-the v1 API from the browser with the user's API key (see ``api/viewer/static/VENDORED.md``).
+the v1 API from the browser with the user's API key (see ``api/viewer/static/vendor/VENDORED.md``).
 
 The page is the API's presentation, not a second backend: these routes serve files only, need
 no key (the page holds no data; every data call it makes is authenticated) and send a strict
