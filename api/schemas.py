@@ -25,6 +25,7 @@ __all__ = [
     "CostOut",
     "CypherQuery",
     "CypherResult",
+    "DriverOut",
     "EdgeOut",
     "FieldProblem",
     "ForecastOut",
@@ -164,6 +165,8 @@ class NodeOut(BaseModel):
     unit: str | None = None
     props: dict[str, Any] = Field(default_factory=dict)
     source: str | None = None
+    pixels: bool | None = Field(None, description="Image nodes: whether this server holds the image's pixels "
+                                "(a preview at GET /v1/patients/{patient_id}/images/{node id}).")
 
 
 class EdgeOut(BaseModel):
@@ -397,6 +400,10 @@ class ForecastRequest(_TwinRequest):
 
     horizon_days: int = Field(365, ge=1, le=3650, strict=True)
     step_days: int = Field(7, ge=1, le=365, description="Spacing of the returned trajectory points.", strict=True)
+    explain: bool = Field(False, description="Also name the records that drove the forecast (integrated gradients; "
+                                             "counted in the cost).", strict=True)
+    explain_lab: str | None = Field(None, min_length=1, max_length=100,
+                                    description="Target lab code to explain (default: the model's first target).")
 
 
 class LabForecastOut(BaseModel):
@@ -410,6 +417,18 @@ class LabForecastOut(BaseModel):
     mean: list[float]
 
 
+class DriverOut(BaseModel):
+    """A record that drove a forecast: its attribution to the explained lab's mean at ``day``
+    (integrated gradients, in the lab's standardised units; positive pushes the lab up)."""
+
+    node_id: str
+    node_type: str
+    score: float
+    code: str | None = None
+    display: str | None = None
+    time: str | None = None
+
+
 class ForecastOut(BaseModel):
     """Per-lab median and 5-95 % band over the horizon, and each event's risk by the horizon."""
 
@@ -421,6 +440,10 @@ class ForecastOut(BaseModel):
     n_members: int
     labs: dict[str, LabForecastOut]
     event_risk: dict[str, float]
+    explained_lab: str | None = Field(None, description="The lab the drivers explain (with explain=true).")
+    explained_day: float | None = Field(None, description="The forecast day the drivers explain.")
+    drivers: list[DriverOut] = Field(default_factory=list, description="With explain=true: the records that drove "
+                                     "the forecast, strongest first.")
     cost: CostOut | None = Field(None, description="What this forecast cost (see max_request_cost).")
 
 

@@ -105,6 +105,8 @@ class Ranking:
     patient: str
     objective: str
     entries: list[RankedPlan] = field(default_factory=list)
+    #: What the objective scores: the lab's code (an alias or name resolved) or ``risk:<event>``.
+    target: str | None = None
 
     @property
     def top(self) -> RankedPlan:
@@ -119,8 +121,8 @@ class Ranking:
         return [e.plan for e in self.entries]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"patient": self.patient, "objective": self.objective, "p_top_is_best": self.p_top_is_best,
-                "plans": [asdict(e) for e in self.entries]}
+        return {"patient": self.patient, "objective": self.objective, "target": self.target,
+                "p_top_is_best": self.p_top_is_best, "plans": [asdict(e) for e in self.entries]}
 
 
 def objective_samples(result: ScenarioResult, objective: Objective, patient: str | int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -164,4 +166,5 @@ def rank(result: ScenarioResult, objective: Objective | str, patient: str | int 
         entries.append(RankedPlan(result.plans[p], r, float(sign * med[p]), float(a), float(b),
                                   float(p_feas[p]), float(p_best[p]), result.reference, float(d_med[p]),
                                   float(d_lo[p]), float(d_hi[p])))
-    return Ranking(result.patients[pi], str(obj), entries)
+    target = obj.target if obj.is_risk else result.labs[result.lab_index(obj.target)]
+    return Ranking(result.patients[pi], str(obj), entries, target)

@@ -29,7 +29,7 @@ simple: it is linear in each factor the client controls, so a refusal can say wh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from core import TwinError
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_JOB_COST",
     "DEFAULT_MAX_REQUEST_COST",
+    "EXPLAIN_STEPS",
     "FORECAST_POINT_WEIGHT",
     "OverBudget",
     "RequestCost",
@@ -63,6 +64,11 @@ DEFAULT_MAX_REQUEST_COST = 1_000_000
 #: 20x the request ceiling admits the largest scenario run the API's schema allows (32 plans x 512
 #: samples x 3650 days, 17.5 M: ~31 s and ~1.2 GB above the server's own ~0.9 GB on 2 cores).
 DEFAULT_MAX_JOB_COST = 20 * DEFAULT_MAX_REQUEST_COST
+#: Integrated-gradient steps of a forecast's attribution (``explain``), per ensemble member.
+EXPLAIN_STEPS = 24
+#: One attribution step = a forward and a backward solve, counted as this many forward solves
+#: (an estimate of the backward pass's cost, not measured by ``bench/request_limits.py``).
+EXPLAIN_SOLVE_FACTOR = 3
 #: Key days a scenario always reports besides its grid (30/90/180/365) and the horizon.
 _SCENARIO_KEY_DAYS = 5
 
@@ -130,10 +136,19 @@ def _solver_step(model: TwinEnsemble) -> float:
     return float(model.cohort.scales.step_days)
 
 
-def forecast_cost(model: TwinEnsemble, *, samples: int, horizon_days: float, step_days: float) -> RequestCost:
-    """Cost of :meth:`twin.Twin.forecast` with ``model`` (every member draws ``samples``)."""
-    return request_cost("forecast", plans=1, samples=max(samples, 1), members=len(model.members),
+def forecast_cost(model: TwinEnsemble, *, samples: int, horizon_days: float, step_days: float,
+                  explain: bool = False) -> RequestCost:
+    """Cost of :meth:`twin.Twin.forecast` with ``model`` (every member draws ``samples``), plus
+    with ``explain`` its attribution (:meth:`twin.Twin.explain`): :data:`EXPLAIN_STEPS` solves of
+    one trajectory per member, each counted :data:`EXPLAIN_SOLVE_FACTOR` times for its backward
+    pass, over the forecast's solver steps (an upper bound: attribution stops at day 180)."""
+    members = len(model.members)
+    cost = request_cost("forecast", plans=1, samples=max(samples, 1), members=members,
                         horizon_days=horizon_days, step_days=max(step_days, 1), solver_step_days=_solver_step(model))
+    if not explain:
+        return cost
+    extra = members * EXPLAIN_STEPS * EXPLAIN_SOLVE_FACTOR
+    return replace(cost, trajectories=cost.trajectories + extra, solves=cost.solves + extra)
 
 
 def scenario_cost(model: TwinEnsemble, *, plans: int, samples: int, horizon_days: float,

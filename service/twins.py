@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from core import TwinError, parse_duration
 from graph import GraphStore, NodeQuery
 from service.cancel import CancelToken, ProgressFn, checkpoint
-from service.limits import RequestCost, check_cost, forecast_cost, scenario_cost
+from service.limits import EXPLAIN_STEPS, RequestCost, check_cost, forecast_cost, scenario_cost
 from service.registry import DEFAULT_MODEL, ModelRegistry
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class ForecastRun:
 
 def forecast_patient(store: GraphStore, registry: ModelRegistry, patient_id: str, *, model: str = DEFAULT_MODEL,
                      horizon: str | float = 365, as_of: datetime | None = None, samples: int = 32,
-                     step_days: int = 7, seed: int = 0, explain: bool = False,
+                     step_days: int = 7, seed: int = 0, explain: bool = False, explain_lab: str | None = None,
                      plot: Path | None = None, max_cost: int | None = None, budget_hint: str = "",
                      on_progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ForecastRun:
     """Forecast a patient's target labs and event risks under their current treatment.
@@ -73,18 +73,21 @@ def forecast_patient(store: GraphStore, registry: ModelRegistry, patient_id: str
     ``max_cost`` refuses (:class:`~service.limits.OverBudget`, before the solve) a forecast whose
     :func:`~service.limits.forecast_cost` is above it; ``budget_hint`` is added to that message.
     ``cancel`` stops the work at its next checkpoint (:class:`~service.cancel.Cancelled`);
-    ``on_progress`` hears of each checkpoint and may raise to stop there too.
+    ``on_progress`` hears of each checkpoint and may raise to stop there too. ``explain`` adds
+    the records that drove the forecast of ``explain_lab`` (default: the first target) at day
+    180 or the horizon, whichever is sooner (counted in the cost).
     """
     report = checkpoint(on_progress, cancel)
     days = parse_duration(horizon, what="horizon")
     report(0.0, "loading the patient's records")
     tw = load_twin(store, registry, patient_id, model, as_of)
-    cost = check_cost(forecast_cost(tw.model, samples=samples, horizon_days=days, step_days=step_days), max_cost,
-                      budget_hint)
+    cost = check_cost(forecast_cost(tw.model, samples=samples, horizon_days=days, step_days=step_days,
+                                    explain=explain), max_cost, budget_hint)
     fc = tw.forecast(horizon_days=days, n_samples=samples, step_days=step_days, seed=seed,
                      on_progress=lambda f, m: report(0.05 + 0.9 * f, m))
     report(0.95, "summarising")
-    attributions = tw.explain(horizon_days=int(min(days, 180))) if explain else []
+    attributions = (tw.explain(lab=explain_lab, horizon_days=int(min(days, 180)), steps=EXPLAIN_STEPS)
+                    if explain else [])
     png = tw.plot(plot, fc) if plot else None
     return ForecastRun(tw, fc, attributions, png, cost, seed)
 

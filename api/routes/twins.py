@@ -30,7 +30,16 @@ from api.deps import CurrentKey, ExistingPatient, JobsDep, Services, ServicesDep
 from api.errors import ProblemError
 from api.jobs import ProgressFn, submit_job
 from api.openapi import problems
-from api.schemas import CostOut, ForecastOut, ForecastRequest, JobOut, LabForecastOut, ScenarioOut, ScenarioRequest
+from api.schemas import (
+    CostOut,
+    DriverOut,
+    ForecastOut,
+    ForecastRequest,
+    JobOut,
+    LabForecastOut,
+    ScenarioOut,
+    ScenarioRequest,
+)
 from scenarios import Threshold
 from service import (
     FHIR_JSON,
@@ -98,7 +107,8 @@ def _run_forecast(services: Services, patient_id: str, body: ForecastRequest, *,
     try:
         return forecast_patient(services.store, services.registry, patient_id, model=body.model,
                                 horizon=body.horizon_days, as_of=body.as_of, samples=body.n_samples,
-                                step_days=body.step_days, seed=body.seed, max_cost=max_cost, budget_hint=hint,
+                                step_days=body.step_days, seed=body.seed, explain=body.explain,
+                                explain_lab=body.explain_lab, max_cost=max_cost, budget_hint=hint,
                                 on_progress=on_progress, cancel=cancel)
     except OverBudget as exc:
         raise _over_budget(exc) from None
@@ -113,6 +123,9 @@ def _forecast(services: Services, patient_id: str, body: ForecastRequest, *, max
         patient_id=patient_id, model=body.model, origin=fc.origin, horizon_days=fc.horizon_days,
         n_samples=fc.n_samples, n_members=fc.n_members, event_risk=fc.event_risk,
         labs={c: LabForecastOut(**lf.__dict__) for c, lf in fc.labs.items()}, cost=_cost_out(run.cost, max_cost),
+        explained_lab=(body.explain_lab or next(iter(fc.labs), None)) if body.explain else None,
+        explained_day=min(fc.horizon_days, 180.0) if body.explain else None,
+        drivers=[DriverOut(**a.__dict__) for a in run.attributions],
     )
 
 
@@ -230,7 +243,8 @@ async def post_forecast_job(patient_id: ExistingPatient, body: ForecastRequest, 
                             services: ServicesDep, jobs: JobsDep, request: Request) -> JobOut:
     limit = services.settings.max_job_cost
     await run_in_threadpool(_checked, services, lambda m: forecast_cost(
-        m, samples=body.n_samples, horizon_days=body.horizon_days, step_days=body.step_days), body.model)
+        m, samples=body.n_samples, horizon_days=body.horizon_days, step_days=body.step_days, explain=body.explain),
+        body.model)
     fhir = _wants_fhir(request)
 
     def run(progress: ProgressFn, token: CancelToken) -> dict[str, Any]:
