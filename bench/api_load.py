@@ -6,7 +6,7 @@ Run from the repository root::
 
 What it does (everything bounded in request count and in time, only on 127.0.0.1):
 
-1. starts ``twin serve`` as a separate process on a free loopback port with a fresh
+1. starts ``twin serve`` (``--workers`` processes) on a free loopback port with a fresh
    embedded store, key file and audit log in a temporary folder;
 2. **ingest**: generates a synthetic cohort (``synthetic``) and POSTs every patient's
    bundle to ``/v1/records`` concurrently, then checks that no write was lost: every patient
@@ -73,8 +73,9 @@ def _percentile(xs: list[float], q: float) -> float:
 class Server:
     """``twin serve`` in a child process with its state in ``root``."""
 
-    def __init__(self, root: Path, *, rate_per_minute: float) -> None:
+    def __init__(self, root: Path, *, rate_per_minute: float, workers: int = 1) -> None:
         self.root = root
+        self.workers = workers
         self.port = _free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.env = {
@@ -97,7 +98,7 @@ class Server:
 
     def start(self) -> None:
         cmd = [sys.executable, "-c", "from cli import main; main()",
-               "serve", "--host", HOST, "--port", str(self.port)]
+               "serve", "--host", HOST, "--port", str(self.port), "--workers", str(self.workers)]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.root)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -238,6 +239,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--max-seconds", type=float, default=120.0, help="time bound of each load phase")
     ap.add_argument("--max-train-seconds", type=float, default=600.0)
+    ap.add_argument("--workers", type=int, default=1, help="server processes (twin serve --workers)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--phases", default="ingest,forecast,scenarios",
                     help="comma-separated subset of ingest,forecast,scenarios (ingest always runs: it loads the data)")
@@ -247,7 +249,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="twin-api-load-") as tmp:
         root = Path(tmp)
         generate_cohort(SynthConfig(patients=args.patients, years=2.0, seed=11), root / "cohort")
-        server = Server(root, rate_per_minute=1e9)
+        server = Server(root, rate_per_minute=1e9, workers=args.workers)
         server.start()
         try:
             results = asyncio.run(_bench(args, server, root / "cohort"))
