@@ -306,26 +306,28 @@ class StackedMembers:
         step, unit = self.scales.step_days, self.scales.time_unit_days
         horizon = max(float(t_query.max()) if t_query.numel() else 0.0, step)
         n_steps = max(int(-(-horizon // step)), 1)
-        grid = torch.arange(n_steps + 1, device=y0.device, dtype=torch.float32) * step
+        # torchdiffeq's fixed-step solvers return the state at any requested time by linear
+        # interpolation between their steps: ask for the query days themselves, between the
+        # origin and the end of the last whole step (so the steps are those of training's grid,
+        # see TwinModel.solve_latent), and no state of the other steps is ever kept.
+        tq = t_query.to(y0.device, torch.float32).clamp(0.0, n_steps * step)
+        times, at = torch.unique(torch.cat([tq.new_zeros(1), tq.new_full((1,), n_steps * step), tq]),
+                                 sorted=True, return_inverse=True)
         self.field.bind(doses, s)
-        states = odeint(self.field, y0, grid / unit, method=self.cfg.solver, options={"step_size": step / unit})
-        # linear interpolation at the query days (shared by all rows): [Q, M, R, N]
-        tq = t_query.to(grid).clamp(grid[0], grid[-1])
-        hi = torch.bucketize(tq, grid).clamp(1, n_steps)
-        lo = hi - 1
-        w = ((tq - grid[lo]) / (grid[hi] - grid[lo])).clamp(0.0, 1.0).view(-1, 1, 1, 1)
-        st = (states[lo] + w * (states[hi] - states[lo])).permute(1, 2, 0, 3)  # [M, R, Q, N]
+        states = odeint(self.field, y0, times / unit, method=self.cfg.solver, options={"step_size": step / unit})
+        st = states[at[2:]]  # [Q, M, R, N], in the order asked
         return self._decode(enc, st, e0, rows, t_query)
 
     def _decode(self, enc: Sequence[Encoded], st: Tensor, e0: Tensor, expand: Callable[[Tensor], Tensor],
                 t_query: Tensor) -> StackedRollout:
-        """Lab means/log-variances and cumulative hazards from states ``st`` ``[M, R, Q, N]``;
-        ``expand`` maps per-graph tensors ``[M, G, ...]`` to rows ``[M, R, ...]``."""
+        """Lab means/log-variances and cumulative hazards ``[M, R, Q, ...]`` from the states ``st``
+        ``[Q, M, R, N]`` at the query days; ``expand`` maps per-graph tensors ``[M, G, ...]`` to
+        rows ``[M, R, ...]``."""
         lat, d, k, n_l = self.cfg.latent, self.n_drugs, self.n_events, self.n_labs
-        n_m, r, q, _ = st.shape
+        q, n_m, r, _ = st.shape
         e_ = enc[0]
-        z, lam = st[..., :lat], st[..., lat + d: lat + d + k]
-        c, gstate = st[..., lat + d + k: lat + 2 * d + k], st[..., lat + 2 * d + k:]
+        z = st[..., :lat].permute(1, 2, 0, 3)  # [M, R, Q, latent]
+        lam = st[..., lat + d: lat + d + k].permute(1, 2, 0, 3)
         a = e_.anchor * e_.anchor_mask  # [G, L]
         s_g = torch.stack([e.s for e in enc])  # [M, G, S]
         rest = torch.cat([s_g, a.expand(n_m, -1, -1), e_.anchor_mask.expand(n_m, -1, -1),
@@ -342,6 +344,10 @@ class StackedMembers:
                     + torch.bmm(s_g, self.effect_context).view(n_m, -1, n_l, d))  # [M, G, L, D]
             rate = (self.rate_bias.unsqueeze(1) + torch.bmm(s_g, self.rate_context).view(n_m, -1, n_l, d)) * self.lasting
             g0 = self.field.response(e0).unsqueeze(2)  # [M, G, 1, D]
-            gain, rate, g0 = (expand(x).unsqueeze(2) for x in (gain, rate, g0))
-            mean = mean + (gain * (gstate.view(n_m, r, q, n_l, d) - g0) + rate * c.unsqueeze(3)).sum(-1)
+            gain_r, rate_r = expand(gain), expand(rate)  # [M, R, L, D]
+            # sum_d gain * (g(t) - g(0)) + rate * c(t), with one temporary of the states' size
+            level = (st[..., lat + 2 * d + k:].view(q, n_m, r, n_l, d) * gain_r).sum(-1)  # [Q, M, R, L]
+            level = level - expand((gain * g0).sum(-1))
+            lasting = torch.matmul(st[..., lat + d + k: lat + 2 * d + k].permute(1, 2, 0, 3), rate_r.transpose(-1, -2))
+            mean = mean + level.permute(1, 2, 0, 3) + lasting
         return StackedRollout(t_query, mean, logvar, lam)
