@@ -27,6 +27,15 @@ from service.registry import (
 )
 from service.runtime import DEFAULT_TORCH_THREADS, set_torch_threads
 from service.training import ProgressFn, train_config, train_isolated, train_model
+from service.trials import (
+                              TRIAL_DAYS,
+                              PlannedTrial,
+                              TrialRun,
+                              plan_trial,
+                              run_cohort_trial,
+                              run_planned_trial,
+                              trial_cost,
+)
 from service.twins import (
                               REPORT_DAYS,
                               ForecastRun,
@@ -51,23 +60,30 @@ __all__ = [
     "ModelInfo",
     "ModelRegistry",
     "OverBudget",
+    "PlannedTrial",
     "ProgressFn",
     "REPORT_DAYS",
     "RequestCost",
     "ScenarioRun",
+    "TRIAL_DAYS",
+    "TrialRun",
     "check_cost",
     "checkpoint",
     "default_model_root",
     "forecast_cost",
     "forecast_patient",
     "load_twin",
+    "plan_trial",
     "plans_from_specs",
     "report_days",
     "request_cost",
+    "run_cohort_trial",
+    "run_planned_trial",
     "scenario_cost",
     "set_torch_threads",
     "simulate_patient",
     "train_config",
     "train_isolated",
     "train_model",
+    "trial_cost",
 ]
