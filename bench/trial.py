@@ -15,8 +15,8 @@ synthetic cohort's truth, and single-process vs 2-process data-parallel training
 
 Usage::
 
-    python bench/trial.py --patients 300                 # ~10 min on 2 cores
-    python bench/trial.py --patients 2000 --ddp-patients 300
+    python bench/trial.py --patients 300                       # ~5 min on 2 cores
+    python bench/trial.py --patients 2000 --train-patients 300  # the trial on 2,000 patients
 Writes ``bench/results/trial.json`` (or ``--out``) and prints a summary.
 """
 
@@ -114,15 +114,17 @@ def oracle_average_effects(result: Any, cohort_dir: Path, as_of: datetime) -> di
     return out
 
 
-def train_small(store_url: str, out: Path, epochs: int, seed: int) -> float:
+def train_small(store_url: str, out: Path, epochs: int, seed: int, patients: int | None = None) -> float:
+    """Train a 2-member twin on the store's patients (the first ``patients`` of them in id order)."""
     from graph import open_store
     from twin import TrainConfig, train
     from twin.spec import SpecRequest
 
     t = time.perf_counter()
     with open_store(store_url) as store:
+        ids = sorted(store.patient_ids())[:patients] if patients else None
         train(store, TrainConfig(epochs=epochs, members=2, origins_per_patient=3, image_epochs=5, progress=False,
-                                 seed=seed, spec=SpecRequest(horizon_days=365)), out)
+                                 seed=seed, spec=SpecRequest(horizon_days=365)), out, patient_ids=ids)
     return time.perf_counter() - t
 
 
@@ -154,6 +156,7 @@ def main() -> None:
     ap.add_argument("--years", type=float, default=2.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--train-patients", type=int, default=None, help="train on this many patients (default all)")
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--shard-size", type=int, default=100)
     ap.add_argument("--workers", type=int, default=2)
@@ -176,22 +179,30 @@ def main() -> None:
     store_url, coh = build_cohort(work, args.patients, args.seed, args.years)
     report["seconds_data"] = time.perf_counter() - t
     model = work / "model.pt"
-    report["seconds_train"] = train_small(store_url, model, args.epochs, args.seed)
+    report["seconds_train"] = train_small(store_url, model, args.epochs, args.seed, args.train_patients)
     as_of, ids = common_origin(coh)
     spec = TrialSpec(store_url, str(model), {"lab": LDL, "op": ">", "value": 0},
                      tuple(p.to_dict() for p in trial_plans()), days=DAYS, samples=args.samples, seed=args.seed,
                      as_of=as_of.isoformat(), shard_size=args.shard_size, better={})
     inproc = run_trial(spec, ids=ids)
+    import ray
+
     t = time.perf_counter()
-    on_ray = run_trial(spec, ids=ids, ray="local", workers=args.workers)
-    ray_wall = time.perf_counter() - t
-    same = bool(np.array_equal(inproc.values, on_ray.values)) and inproc.patients == on_ray.patients
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+                                       "RAY_USAGE_STATS_ENABLED": "0"}})
+    ray_init = time.perf_counter() - t
+    cold = run_trial(spec, ids=ids, ray="local", workers=args.workers)  # workers start and import torch
+    on_ray = run_trial(spec, ids=ids, ray="local", workers=args.workers)  # the same workers, warm
+    ray.shutdown()
+    same = all(bool(np.array_equal(inproc.values, r.values)) and inproc.patients == r.patients for r in (cold, on_ray))
     truth = oracle_average_effects(inproc, coh, as_of)
     summary = inproc.summary()
     report["trial"] = {
         "patients": len(inproc.patients), "plans": len(inproc.plans), "samples": args.samples,
-        "shards": inproc.shards, "in_process_s": inproc.seconds, "ray_s": on_ray.seconds,
-        "ray_wall_with_startup_s": ray_wall, "identical": same,
+        "shards": inproc.shards, "in_process_s": inproc.seconds, "ray_init_s": ray_init,
+        "ray_cold_s": cold.seconds, "ray_s": on_ray.seconds, "identical": same,
         "shard_seconds_in_process": inproc.shard_seconds, "shard_seconds_ray": on_ray.shard_seconds,
         "effects": {name: {lab: {day: {"trial": summary["effects"][name][lab][day], "oracle": truth[name][lab][day]}
                                  for day in truth[name][lab]} for lab in truth[name]} for name in truth},
@@ -204,7 +215,8 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2, default=str))
     tr = report["trial"]
     print(f"trial: {tr['patients']} patients x {tr['plans']} plans x {args.samples} samples in {tr['shards']} shards; "
-          f"in-process {tr['in_process_s']:.1f}s, Ray ({args.workers} workers) {tr['ray_s']:.1f}s; identical={same}")
+          f"in-process {tr['in_process_s']:.1f}s; Ray ({args.workers} workers): init {tr['ray_init_s']:.1f}s, "
+          f"first trial {tr['ray_cold_s']:.1f}s, warm {tr['ray_s']:.1f}s; identical={same}")
     for name in truth:
         e, o = tr["effects"][name][LDL]["180"]["trial"], tr["effects"][name][LDL]["180"]["oracle"]
         print(f"  {name}: LDL effect at 180d trial {e['mean']:+.1f} [{e['low']:+.1f}, {e['high']:+.1f}] "

@@ -1,7 +1,8 @@
 """The v1 routers, one module per resource."""
 
-from api.routes import health, models, patients, query, records, twins
+from api.routes import health, models, patients, query, records, trials, twins
 
 __all__ = ["ROUTERS"]
 
-ROUTERS = (health.router, records.router, patients.router, query.router, twins.router, models.router)
+ROUTERS = (health.router, records.router, patients.router, query.router, twins.router, models.router,
+           trials.router)

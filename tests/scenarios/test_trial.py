@@ -131,3 +131,30 @@ def test_workers_open_the_store_from_its_url(synth: dict[str, Any], tmp_path: Pa
     assert out.patients == synth["ids"][:2] and out.values.shape[:2] == (2, 2)
     other = run_shard(_spec(synth, samples=2, store_url=f"sqlite:///{tmp_path / 'other.db'}"), 0, synth["ids"][:2])
     assert other.patients == [] and set(other.excluded) == set(synth["ids"][:2])  # that store has no such patient
+
+
+def test_twin_trial_command(synth: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import shutil
+
+    from cli import run
+
+    models = tmp_path / "models"
+    (models / "m").mkdir(parents=True)
+    shutil.copy(synth["model"], models / "m" / "model.pt")
+    png = tmp_path / "trial.png"
+    args = ["trial", "--cohort", json.dumps(ALL_PATIENTS), "--plan", f"builtin:{NO_TREATMENT}",
+            "--plan", f"builtin:{ATORVASTATIN}", "--store", synth["store_url"], "--models", str(models),
+            "--model", "m", "--samples", "4", "--day", "90", "--as-of", synth["as_of"].isoformat(), "--plot", str(png)]
+    assert run([*args, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and doc["plans"] == [NO_TREATMENT, ATORVASTATIN] and doc["days"] == [90.0]
+    assert doc["simulated"] == doc["cohort_size"] >= len(synth["ids"]) - 5
+    assert doc["effects"][ATORVASTATIN][LDL]["90"]["mean"] < 0 and png.stat().st_size > 10_000
+    assert run(args) == 0
+    assert "average effect vs no treatment" in capsys.readouterr().out
+    assert run([*args[:2], '{"lab": 5}', *args[3:]]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert run([*args, "--better", "LDL=up"]) == 1
+    assert "LAB=lower or LAB=higher" in capsys.readouterr().err
