@@ -130,6 +130,7 @@ class ShardOutcome:
     flagged: dict[str, list[str]]  # plan -> patients for whom the plan is out of the model's support
     excluded: dict[str, str]  # patient -> why no twin could be built
     seconds: float
+    load_seconds: float = 0.0  # of which reading records and building twins (the rest: graphs + solve)
 
 
 @lru_cache(maxsize=4)
@@ -172,18 +173,19 @@ def run_shard(spec: TrialSpec, index: int, ids: list[str]) -> ShardOutcome:
             for p in plans:
                 if check_plan(p.resolve(catalog, tw.as_of), ens.spec.vocab, ens.spec.norms):
                     flagged[p.name].append(pid)
+    loaded = time.perf_counter() - t
     labs = list(ens.spec.vocab.target_labs)
     if not twins:
         return ShardOutcome(index, [], np.zeros((0, spec.samples, len(plans), len(spec.days), len(labs)), np.float32),
                             labs, dict(ens.spec.vocab.target_names), dict(ens.spec.vocab.target_units), flagged,
-                            excluded, time.perf_counter() - t)
+                            excluded, time.perf_counter() - t, loaded)
     days = sorted(set(float(d) for d in spec.days))
     res = simulate(twins, plans, spec.horizon_days, n_samples=spec.samples, seed=_shard_seed(spec.seed, index),
                    query_days=days)
     idx = [res.time_index(d) for d in spec.days]
     values = np.ascontiguousarray(res.lab_samples[:, :, :, idx, :].transpose(1, 0, 2, 3, 4))
     return ShardOutcome(index, list(res.patients), values, list(res.labs), dict(res.lab_names), dict(res.lab_units),
-                        flagged, excluded, time.perf_counter() - t)
+                        flagged, excluded, time.perf_counter() - t, loaded)
 
 
 @dataclass
@@ -204,6 +206,7 @@ class TrialResult:
     executor: str
     seconds: float = 0.0
     shard_seconds: list[float] = field(default_factory=list)
+    load_seconds: list[float] = field(default_factory=list)
 
     @property
     def reference(self) -> str:
@@ -375,7 +378,8 @@ def _merge(spec: TrialSpec, cohort_size: int, outcomes: list[ShardOutcome], exec
         excluded.update(o.excluded)
     return TrialResult(spec, cohort_size, [p for o in outcomes for p in o.patients], [str(p["name"]) for p in spec.plans],
                        first.labs, first.lab_names, first.lab_units, np.concatenate([o.values for o in outcomes]),
-                       flagged, excluded, len(outcomes), executor, shard_seconds=[o.seconds for o in outcomes])
+                       flagged, excluded, len(outcomes), executor, shard_seconds=[o.seconds for o in outcomes],
+                       load_seconds=[o.load_seconds for o in outcomes])
 
 
 def _run_on_ray(spec: TrialSpec, shards: list[list[str]], address: str, workers: int,
