@@ -392,11 +392,11 @@ def _run_on_ray(spec: TrialSpec, shards: list[list[str]], address: str, workers:
     started = False
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home
-        # workers import this package from the driver's path (a real cluster installs it on every node)
-        env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
-                                                                      os.environ.get("PYTHONPATH", "")) if p),
-                            "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}}
+        env: dict[str, Any] = {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}}
         if address == "local":
+            # local workers import this package from the driver's path (a cluster installs it on every node)
+            env["env_vars"]["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")) if p)
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      runtime_env=env)
         else:

@@ -158,3 +158,13 @@ def test_twin_trial_command(synth: dict[str, Any], tmp_path: Path, capsys: pytes
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1
     assert run([*args, "--better", "LDL=up"]) == 1
     assert "LAB=lower or LAB=higher" in capsys.readouterr().err
+
+
+def test_the_engine_imports_without_ray() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, scenarios, service, api.main, cli; "
+            "assert 'ray' not in sys.modules, 'ray imported'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
