@@ -470,6 +470,8 @@ class TrialRequest(_Strict):
         default_factory=dict, max_length=64, description="Lab (code or name) -> the direction that is an "
                                                          "improvement; default lower.")
     per_patient: bool = Field(False, description="Include every patient's effect distribution.", strict=True)
+    plot: bool = Field(False, description="Include the trial's plot (arms and per-patient effects at the last day) "
+                                          "as a base64 PNG in `plot_png`.", strict=True)
 
     def cohort_dict(self) -> dict[str, Any]:
         return self.cohort.model_dump(by_alias=True, exclude_none=True)

@@ -8,6 +8,10 @@ in the server's job worker, or on the Ray cluster of the ``ray_address`` setting
 
 from __future__ import annotations
 
+import base64
+import tempfile
+from pathlib import Path
+
 from fastapi import APIRouter, Depends, status
 
 from api.deps import AuditDep, CurrentKey, JobsDep, ServicesDep, require_scope
@@ -46,8 +50,13 @@ def post_trial(body: TrialRequest, key: CurrentKey, services: ServicesDep, jobs:
     audit.record("trial.run", planned.ids)
 
     def run(progress: ProgressFn, token: CancelToken) -> dict[str, object]:
-        return run_planned_trial(planned, ray=settings.ray_address, on_progress=progress,
-                                 cancel=token).to_dict(per_patient=body.per_patient)
+        with tempfile.TemporaryDirectory(prefix="twin-trial-") as tmp:
+            png = Path(tmp) / "trial.png" if body.plot else None
+            trial = run_planned_trial(planned, ray=settings.ray_address, plot=png, on_progress=progress, cancel=token)
+            out: dict[str, object] = trial.to_dict(per_patient=body.per_patient)
+            if png is not None:
+                out["plot_png"] = base64.b64encode(png.read_bytes()).decode("ascii")
+        return out
 
     params = {"model": body.model, "patients": len(planned.ids), "plans": [p.name for p in body.plans],
               "cost": planned.cost.units}

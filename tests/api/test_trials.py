@@ -3,6 +3,7 @@ matching the cohort predicate under each plan; cost refused up front; auth and b
 
 from __future__ import annotations
 
+import base64
 import time
 
 import httpx
@@ -30,7 +31,7 @@ def test_trial_job_summarises_the_cohort(live: LiveServer, cohort: Cohort, train
         matching = c.post("/v1/query", json={"predicate": HBA1C_MEASURED}).json()["patient_ids"]
     assert matching
     body = {"cohort": HBA1C_MEASURED, "plans": ARMS, "model": trained_model["name"], "days": [30, 90],
-            "n_samples": 8, "per_patient": True, "better": {"4548-4": "lower"}}
+            "n_samples": 8, "per_patient": True, "better": {"4548-4": "lower"}, "plot": True}
     with live.client("sim") as c:
         r = c.post("/v1/trials", json=body)
         assert r.status_code == 202, r.text
@@ -50,6 +51,7 @@ def test_trial_job_summarises_the_cohort(live: LiveServer, cohort: Cohort, train
     assert len(res["patients"]) == res["simulated"] and {p["patient_id"] for p in res["patients"]} <= set(matching)
     assert all(0.0 <= p["effects"]["continue current therapy"]["4548-4"]["90"]["p_better"] <= 1.0
                for p in res["patients"])
+    assert base64.b64decode(res.pop("plot_png")).startswith(b"\x89PNG")
     # no server path in the job
     assert str(live.settings.store).removeprefix("sqlite:///") not in str(job)
     assert str(live.settings.model_path) not in str(job)
