@@ -49,6 +49,7 @@ __all__ = [
     "ScenarioRequest",
     "TimelineOut",
     "TrainRequest",
+    "TrialRequest",
     "edge_out",
     "node_out",
 ]
@@ -471,6 +472,32 @@ class ScenarioRequest(_TwinRequest):
     strict: bool = Field(
         False, description="Refuse plans outside the model's training range instead of flagging.", strict=True
     )
+
+
+class TrialRequest(_Strict):
+    """A virtual trial: every patient matching ``cohort`` simulated under each plan (the first is
+    the reference arm), merged into per-arm outcome distributions and per-patient effects."""
+
+    cohort: PredicateIn = Field(description="Cohort predicate, as for POST /v1/query.")
+    plans: list[TreatmentPlan] = Field(min_length=2, max_length=8, description=(
+        "The arms: plans naming treatments of the model; the first is the reference the effects are taken "
+        "against."))
+    model: str = Field(DEFAULT_MODEL, pattern=MODEL_NAME, description="Name of a trained model (GET /v1/models).")
+    as_of: AsOf | None = Field(None, description="Common origin; default: each patient's latest record.")
+    days: list[Annotated[float, Field(ge=1, le=3650, allow_inf_nan=False, strict=True)]] = Field(
+        default_factory=lambda: [90.0, 180.0], min_length=1, max_length=8, description="Days to summarise.")
+    n_samples: int = Field(32, ge=2, le=512, description="Draws of each twin's uncertainty.", strict=True)
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Same inputs, seed and shard size give the same numbers.",
+                      strict=True)
+    better: dict[Annotated[str, Field(max_length=200)], Literal["lower", "higher"]] = Field(
+        default_factory=dict, max_length=64, description="Lab (code or name) -> the direction that is an "
+                                                         "improvement; default lower.")
+    per_patient: bool = Field(False, description="Include every patient's effect distribution.", strict=True)
+    plot: bool = Field(False, description="Include the trial's plot (arms and per-patient effects at the last day) "
+                                          "as a base64 PNG in `plot_png`.", strict=True)
+
+    def cohort_dict(self) -> dict[str, Any]:
+        return self.cohort.model_dump(by_alias=True, exclude_none=True)
 
 
 class ScenarioOut(BaseModel):

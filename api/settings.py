@@ -44,6 +44,8 @@ class Settings(BaseSettings):
                     "the default keeps each within a few seconds on one core. Larger work: the job endpoints.")
     max_job_cost: int = Field(DEFAULT_MAX_JOB_COST, ge=1_000,
                               description="Largest forecast/scenario job, in trajectory-steps (bounds its memory and time).")
+    ray_address: str | None = Field(None, description="Ray cluster the shards of POST /v1/trials run on (ray://host:10001, "
+                                                      "auto); default: in the job worker. Its nodes must reach the store.")
     torch_threads: int = Field(DEFAULT_TORCH_THREADS, ge=1, le=256,
                                description="torch CPU threads of the server process and of each training process.")
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")

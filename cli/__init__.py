@@ -40,6 +40,7 @@ _COMMAND_MODULES = (
     "cli.api_commands",
     "cli.synth_commands",
     "cli.scenario_commands",
+    "cli.trial_commands",
     "cli.neo4j_commands",
     "cli.demo_commands",
     "cli.export_commands",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -62,6 +63,10 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the split, origins and initialisation.")] = _DEFAULTS.seed,
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = DEFAULT_TORCH_THREADS,
+    distributed: Annotated[bool, typer.Option(
+        "--distributed", help="Data-parallel training, one process per rank: launch with torchrun, e.g. "
+        "torchrun --nproc-per-node 2 -m cli train --distributed (gloo on CPU, NCCL with --device cuda); "
+        "rank 0 writes the model.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the twin model (GNN encoder + neural ODE) on every patient of the store, as model NAME."""
@@ -76,9 +81,11 @@ def train_cmd(
                            spec=spec_request(target, treatment, event, step_days, time_unit_days, horizon_days))
         reg = registry(models)
         with open_store(store) as st:
-            report = train_model(st, reg, name, cfg)
+            report = train_model(st, reg, name, cfg, distributed=distributed)
     except TwinError as exc:
         fail(exc, as_json)
+    if distributed and os.environ.get("RANK", "0") != "0":
+        return  # rank 0 reports
     if as_json:
         emit_json({"ok": True, "name": name, **report})
         return

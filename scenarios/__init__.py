@@ -4,6 +4,7 @@
     result = simulate([twin], [plan_a, plan_b], 365, n_samples=64, seed=0)
     ranking = rank(result, "minimise HbA1c at 180d subject to eGFR > 45")
     plot_trajectories(result, "out.png")
+    trial = run_trial(TrialSpec(store_url, model_path, {"has_condition": "44054006"}, (a, b)))  # a cohort
 
 Plans name the treatments of the twin's model (``TreatmentCatalog(ens.cohort.treatments)``)
 by code or by their names in the training records; nothing else is known.
@@ -18,9 +19,11 @@ from scenarios.regimens import find_regimen, load_regimens
 from scenarios.result import ScenarioResult, Threshold
 from scenarios.simulate import simulate
 from scenarios.treatments import TreatmentCatalog
+from scenarios.trial import DEFAULT_SHARD_SIZE, TrialResult, TrialSpec, run_shard, run_trial, select_cohort
 
 __all__ = [
     "Action",
+    "DEFAULT_SHARD_SIZE",
     "Flag",
     "Objective",
     "Ranking",
@@ -29,6 +32,8 @@ __all__ = [
     "Threshold",
     "TreatmentCatalog",
     "TreatmentPlan",
+    "TrialResult",
+    "TrialSpec",
     "check_plan",
     "find_regimen",
     "load_plan",
@@ -37,5 +42,8 @@ __all__ = [
     "plot_trajectories",
     "rank",
     "regimen_conditions",
+    "run_shard",
+    "run_trial",
+    "select_cohort",
     "simulate",
 ]

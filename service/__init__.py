@@ -36,6 +36,15 @@ from service.registry import (
 )
 from service.runtime import DEFAULT_TORCH_THREADS, set_torch_threads
 from service.training import ProgressFn, train_config, train_isolated, train_model
+from service.trials import (
+                              TRIAL_DAYS,
+                              PlannedTrial,
+                              TrialRun,
+                              plan_trial,
+                              run_cohort_trial,
+                              run_planned_trial,
+                              trial_cost,
+)
 from service.twins import (
                               REPORT_DAYS,
                               ForecastRun,
@@ -63,11 +72,14 @@ __all__ = [
     "ModelStamp",
     "NODE_SYSTEM",
     "OverBudget",
+    "PlannedTrial",
     "ProgressFn",
     "REPORT_DAYS",
     "RequestCost",
     "STATISTIC_SYSTEM",
     "ScenarioRun",
+    "TRIAL_DAYS",
+    "TrialRun",
     "check_cost",
     "checkpoint",
     "default_model_root",
@@ -76,9 +88,12 @@ __all__ = [
     "forecast_patient",
     "load_twin",
     "model_stamp",
+    "plan_trial",
     "plans_from_specs",
     "report_days",
     "request_cost",
+    "run_cohort_trial",
+    "run_planned_trial",
     "scenario_bundle",
     "scenario_cost",
     "set_torch_threads",
@@ -86,4 +101,5 @@ __all__ = [
     "train_config",
     "train_isolated",
     "train_model",
+    "trial_cost",
 ]

@@ -36,14 +36,17 @@ def train_config(**overrides: Any) -> Any:
 
 
 def train_model(store: GraphStore, registry: ModelRegistry, name: str, config: Any, *, replace: bool = True,
-                on_progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Train ``config`` on every patient of ``store`` into registry model ``name``; the report."""
+                on_progress: ProgressFn | None = None, distributed: bool = False) -> dict[str, Any]:
+    """Train ``config`` on every patient of ``store`` into registry model ``name``; the report.
+
+    ``distributed``: this process is one rank of a ``torchrun`` launch (data-parallel training,
+    :func:`twin.train`); rank 0 writes the model."""
     from twin import train
 
     out = registry.path_for(name)
     if not replace and out.is_file():
         raise ModelError(f"model {name!r} exists; pass replace to overwrite it")
-    report = train(store, config, out, on_progress=on_progress).to_dict()
+    report = train(store, config, out, on_progress=on_progress, distributed=distributed).to_dict()
     report.pop("members", None)
     report["checkpoint"] = name  # the model's name, never a server path
     return report

@@ -213,17 +213,22 @@ class TwinModel(nn.Module):
 
     # ---------------------------------------------------------------- training objective
     def loss(self, batch: ExampleBatch, *, sample: bool, kl_weight: float, event_weight: float,
-             generator: torch.Generator | None = None, nll_beta: float = 0.0) -> dict[str, Tensor]:
+             generator: torch.Generator | None = None, nll_beta: float = 0.0,
+             eps: Tensor | None = None) -> dict[str, Tensor]:
         """Gaussian NLL of observed target labs + event NLL + KL(q(z0) || N(0, I)), batch means.
 
         With ``nll_beta > 0`` each observation's NLL in ``loss`` is weighted by its predicted
         variance to the power ``beta`` (no gradient through the weight; beta-NLL, Seitzer et al.
         2022): plain NLL scales the gradient of a mean by ``1 / variance``, so observations the
         model cannot yet explain (e.g. a lab moving after a drug change) get a large variance and
-        then hardly teach the mean. ``lab_nll`` is always the plain NLL."""
+        then hardly teach the mean. ``lab_nll`` is always the plain NLL. ``eps`` (``[B, latent]``)
+        replaces the standard-normal draw of ``z0`` (data-parallel ranks pass their slice of the
+        global batch's draw, so they sample what one process would)."""
         enc = self.encode(batch.graphs)
         if sample:
-            eps = torch.randn(enc.mu.shape, generator=generator, device="cpu").to(enc.mu)
+            if eps is None:
+                eps = torch.randn(enc.mu.shape, generator=generator, device="cpu")
+            eps = eps.to(enc.mu)
             z0 = enc.mu + torch.exp(0.5 * enc.logvar) * eps
         else:
             z0 = enc.mu
