@@ -67,14 +67,14 @@ def _plain_help(command: Any) -> Any:
     """Help without type placeholders: an option's value reads ``TEXT``/``INTEGER``/``PATH`` (a
     flag shows none), an argument its name (``PATIENT``, not ``{patient}``); in every subcommand."""
     for param in getattr(command, "params", []):
-        if param.metavar is not None:
-            continue
         if getattr(param, "param_type_name", "") == "argument":
-            name = param.name.upper()
+            name = param.metavar or param.name.upper()
             param.metavar = name
             shown = name if param.required else f"[{name}]"
             param.get_usage_pieces = lambda ctx, shown=shown: [shown]
             param.display_type_rich = lambda ctx: None  # the help text says what the argument is
+            continue
+        if param.metavar is not None:
             continue
         label = str(param.display_type_rich(None) or "").strip("<>").removesuffix("...")
         inner = label.removeprefix("list[").removesuffix("]")

@@ -406,7 +406,7 @@
     const drivers = el("table", { id: "drivers" },
       el("thead", {}, el("tr", {}, ["record", "type", "date", "attribution"].map((h) => el("th", { text: h })))),
       el("tbody", {}, doc.drivers.map((d) => el("tr", { "data-node": d.node_id },
-        el("td", { text: d.node_type === "patient" ? "demographics (age, sex)" : named(d.display, d.code) }),
+        el("td", { text: named(d.display, d.code) }),
         el("td", { text: d.node_type }),
         el("td", { text: isoDay(d.time) }), el("td", { class: "score", text: fmt(d.score) })))));
     const lab = doc.explained_lab && doc.labs[doc.explained_lab];
