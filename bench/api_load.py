@@ -200,8 +200,8 @@ async def _bench(args: argparse.Namespace, server: Server, cohort_dir: Path) -> 
             return results
 
         t0 = time.perf_counter()
-        job = (await client.post("/v1/models", json={"name": "default", "epochs": args.epochs, "members": 2,
-                                                     "origins_per_patient": 2, "horizon_days": 365})).json()
+        job = (await client.post("/v1/models", json={"name": "default", "epochs": args.epochs, "members": 3,
+                                                     "origins_per_patient": 2, "spec": {"horizon_days": 365}})).json()
         while job["status"] in ("queued", "running") and time.perf_counter() - t0 < args.max_train_seconds:
             await asyncio.sleep(0.5)
             job = (await client.get(f"/v1/jobs/{job['id']}")).json()
@@ -221,7 +221,8 @@ async def _bench(args: argparse.Namespace, server: Server, cohort_dir: Path) -> 
                     "objective": "minimise HbA1c at 180d"}
             return ("POST", f"/v1/twins/{pick[i]}/scenarios", {"json": body}, 200)
 
-        await _run_load(client, forecast_req, min(4, args.requests), 2, args.max_seconds)  # warm-up (model load)
+        # warm-up: every server process loads the model once (concurrent requests reach each worker)
+        await _run_load(client, forecast_req, min(8 * args.workers, args.requests), args.concurrency, args.max_seconds)
         if "forecast" in args.phases:
             results["forecast"] = await _run_load(client, forecast_req, args.requests, args.concurrency,
                                                   args.max_seconds)

@@ -157,12 +157,15 @@ def whatif_child(db: str, model: str, twins: int, samples: int, keep_all: bool) 
     ens = TwinEnsemble.load(model)
     ids = sorted(store.patient_ids())
     tws = [Twin.load(store, ids[i % len(ids)], ens) for i in range(twins)]
-    # no treatment and each treatment alone at its cohort's typical daily dose (up to 8 plans)
+    # 8 plans: no treatment, then each treatment alone at its cohort's typical daily dose, then
+    # at twice that dose, until there are 8
     plans = [TreatmentPlan.no_treatment("none")]
-    for tr in ens.cohort.treatments[:7]:
-        dose = ens.spec.norms.dose_scale.get(tr.code, 1.0)
-        plans.append(TreatmentPlan.from_dict({"name": f"start {tr.name}", "baseline": "none", "actions": [
-            {"treatment": tr.name, "dose": dose, "unit": tr.unit, "start": 0}]}))
+    for mult in (1.0, 2.0):
+        for tr in ens.cohort.treatments:
+            if len(plans) < 8:
+                dose = mult * ens.spec.norms.dose_scale.get(tr.code, 1.0)
+                plans.append(TreatmentPlan.from_dict({"name": f"{tr.name} x{mult:g}", "baseline": "none", "actions": [
+                    {"treatment": tr.name, "dose": dose, "unit": tr.unit, "start": 0}]}))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
     res = simulate(tws, plans, 365, n_samples=samples, seed=0, sample_days=None if keep_all else REPORT_DAYS)
