@@ -217,7 +217,14 @@ def _provenance(twin: Any, targets: Iterable[str], device: str, *, seed: int, sa
                           {"url": f"{_EXT}samples", "valueInteger": samples}]}
 
 
-def _bundle(entries: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+def _signed_bundle(entries: list[dict[str, Any]], key: tuple[Any, ...], stamp: ModelStamp, twin: Any, *, seed: int,
+                   samples: int, now: datetime, activity: str) -> dict[str, Any]:
+    """The Bundle of ``entries`` with the model's Device and a Provenance targeting every entry."""
+    device_url, device = _device(stamp)
+    targets = [e["fullUrl"] for e in entries]
+    entries = [*entries, _entry(device_url, device),
+               _entry(_urn(*key, "provenance"), _provenance(twin, targets, device_url, seed=seed, samples=samples,
+                                                          now=now, activity=activity))]
     return {"resourceType": "Bundle", "type": "collection", "timestamp": _iso(now), "entry": entries}
 
 
@@ -260,12 +267,7 @@ def forecast_bundle(run: ForecastRun, stamp: ModelStamp, *, now: datetime | None
             "prediction": [{"outcome": codes.event(k), "probabilityDecimal": _num(v),
                             "whenPeriod": {"start": _iso(fc.origin), "end": _iso(end)}}
                            for k, v in fc.event_risk.items()]}))
-    device_url, device = _device(stamp)
-    targets = [e["fullUrl"] for e in entries]
-    entries.append(_entry(device_url, device))
-    entries.append(_entry(_urn(*key, "provenance"), _provenance(
-        tw, targets, device_url, seed=run.seed, samples=fc.n_samples, now=now, activity="forecast")))
-    return _bundle(entries, now)
+    return _signed_bundle(entries, key, stamp, tw, seed=run.seed, samples=fc.n_samples, now=now, activity="forecast")
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -366,9 +368,5 @@ def scenario_bundle(run: ScenarioRun, stamp: ModelStamp, *, now: datetime | None
             "subject": {"reference": f"Patient/{pid}"},
             "period": {"start": _iso(origin), "end": _iso(horizon_end)}, "created": _iso(now),
             "activity": _activities(run, codes, plan, outcomes), "note": notes}))
-    device_url, device = _device(stamp)
-    targets = [e["fullUrl"] for e in entries]
-    entries.append(_entry(device_url, device))
-    entries.append(_entry(_urn(*key, "provenance"), _provenance(
-        tw, targets, device_url, seed=res.seed, samples=res.n_samples, now=now, activity="what-if simulation")))
-    return _bundle(entries, now)
+    return _signed_bundle(entries, key, stamp, tw, seed=res.seed, samples=res.n_samples, now=now,
+                          activity="what-if simulation")

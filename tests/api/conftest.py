@@ -152,3 +152,10 @@ def trained_model(live: LiveServer, cohort: Cohort) -> dict:
             job = c.get(f"/v1/jobs/{job['id']}").json()
             seen.append((job["progress"], job["message"]))
     return {**job, "name": "tiny", "seen": seen}
+
+
+@pytest.fixture(scope="module")
+def pid(cohort: Cohort, trained_model: dict) -> str:
+    """A patient of the cohort the trained model knows (a module reading another patient overrides it)."""
+    assert trained_model["status"] == "succeeded", trained_model
+    return cohort.patient_ids[0]

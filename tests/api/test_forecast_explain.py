@@ -7,15 +7,9 @@ from __future__ import annotations
 import pytest
 
 from service.limits import EXPLAIN_STEPS
-from tests.api.conftest import Cohort, LiveServer
+from tests.api.conftest import LiveServer
 from tests.api.helpers import assert_problem
 from twin.twin import PATIENT_SUMMARY
-
-
-@pytest.fixture(scope="module")
-def pid(cohort: Cohort, trained_model: dict) -> str:
-    assert trained_model["status"] == "succeeded", trained_model
-    return cohort.patient_ids[0]
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import Cohort, LiveServer
+from tests.api.conftest import LiveServer
 from tests.api.helpers import assert_problem
-
-
-@pytest.fixture(scope="module")
-def pid(cohort: Cohort, trained_model: dict) -> str:
-    assert trained_model["status"] == "succeeded", trained_model
-    return cohort.patient_ids[0]
 
 
 @pytest.fixture(scope="module")
