@@ -102,8 +102,11 @@ def _parts(twin: Any) -> tuple[Any, Any, Any, datetime]:
 
 
 def _graph(twin: Any) -> Any:
-    """The twin's as-of graph (HeteroData) built exactly as its own forecast builds it."""
+    """The twin's as-of graph (HeteroData) built exactly as its own forecast builds it (taken
+    from the ensemble's encoding cache when the twin's records are read as of its origin)."""
     model, spec, records, t0 = _parts(twin)
+    if hasattr(model, "encode") and getattr(records, "as_of", None) == t0:
+        return model.encode(records)[0]
     return build_graph(records, t0, spec, getattr(model, "image_encoder", None))
 
 
