@@ -46,14 +46,17 @@ from synthetic.cohort import SynthConfig, generate_cohort  # noqa: E402
 OUT = ROOT / "bench" / "results" / "api_load.json"
 HOST = "127.0.0.1"
 
-PLANS = [
-    {"name": "no treatment", "baseline": "none"},
-    {"name": "metformin", "baseline": "none",
-     "actions": [{"drug": "metformin", "dose": 1000, "unit": "mg", "frequency": "bid", "start": 0}]},
-    {"name": "metformin + empagliflozin", "baseline": "none",
-     "actions": [{"drug": "metformin", "dose": 1000, "unit": "mg", "frequency": "bid", "start": 0},
-                 {"drug": "empagliflozin", "dose": 10, "unit": "mg", "frequency": "daily", "start": 0}]},
-]
+def scenario_plans(treatments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Three plans any trained model can simulate: no treatment, current therapy continued, and
+    current therapy without the model's first treatment (a stop needs no dose in its unit)."""
+    first = treatments[0]["name"] if treatments else None
+    plans: list[dict[str, Any]] = [{"name": "no treatment", "baseline": "none"},
+                                   {"name": "continue current therapy", "baseline": "current"}]
+    if first:
+        plans.append({"name": f"stop {first}", "baseline": "current",
+                      "actions": [{"action": "stop", "treatment": first, "start": 0}]})
+    return plans
+
 
 
 def _free_port() -> int:
@@ -129,6 +132,7 @@ async def _run_load(
     """Send up to ``n`` requests (``concurrency`` in flight, stop after ``max_seconds``)."""
     lat: list[float] = []
     errors: dict[str, int] = {}
+    first_error: dict[str, str] = {}  # the first answer of each error code, to say why
     sem = asyncio.Semaphore(concurrency)
     deadline = time.monotonic() + max_seconds
     sent = 0
@@ -151,6 +155,8 @@ async def _run_load(
                 on_response(r)
             if code != expect:
                 errors[str(code)] = errors.get(str(code), 0) + 1
+                if isinstance(code, int):
+                    first_error.setdefault(str(code), r.text[:500])
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -159,6 +165,7 @@ async def _run_load(
         "requests": sent,
         "errors": sum(errors.values()),
         "error_codes": errors,
+        "first_error": first_error,
         "concurrency": concurrency,
         "seconds": round(wall, 3),
         "throughput_rps": round(sent / wall, 2) if wall > 0 else None,
@@ -212,12 +219,15 @@ async def _bench(args: argparse.Namespace, server: Server, cohort_dir: Path) -> 
 
         rng = random.Random(0)
         pick = [rng.choice(patients) for _ in range(args.requests)]
+        models = (await client.get("/v1/models")).json()
+        listed = models["models"] if isinstance(models, dict) else models
+        plans = scenario_plans(next(m for m in listed if m["name"] == "default")["spec"]["treatments"])
 
         def forecast_req(i: int) -> tuple[str, str, dict[str, Any], int]:
             return ("POST", f"/v1/twins/{pick[i]}/forecast", {"json": {"horizon_days": 180}}, 200)
 
         def scenario_req(i: int) -> tuple[str, str, dict[str, Any], int]:
-            body = {"horizon_days": 180, "plans": PLANS, "n_samples": 16,
+            body = {"horizon_days": 180, "plans": plans, "n_samples": 16,
                     "objective": "minimise HbA1c at 180d"}
             return ("POST", f"/v1/twins/{pick[i]}/scenarios", {"json": body}, 200)
 
