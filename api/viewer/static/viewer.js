@@ -350,24 +350,32 @@
       el("option", { value: t.code, text: named(t.name, t.code) })));
   }
 
+  // POST a twin request: `pane` shows `pending` meanwhile, then `onDoc` gets the answer, or the
+  // page shows the API's message about `what`; `button` is disabled while it runs.
+  async function postTwin(path, body, button, pane, pending, what, onDoc) {
+    busy($(button), true);
+    $(pane).replaceChildren(el("p", { class: "muted", text: pending }));
+    try {
+      const doc = await api("POST", `/v1/twins/${encodeURIComponent(state.patientId)}/${path}`, body);
+      clearMessage();
+      onDoc(doc);
+    } catch (exc) {
+      $(pane).replaceChildren();
+      showMessage(explain(exc, what));
+    } finally {
+      busy($(button), false);
+    }
+  }
+
   async function runForecast(ev) {
     ev.preventDefault();
     const body = { model: $("model").value, horizon_days: Number($("fc-horizon").value),
       n_samples: Number($("fc-samples").value), step_days: 7, explain: true, explain_lab: $("fc-explain").value };
     if (state.asOf) body.as_of = state.asOf.toISOString();
-    busy($("run-forecast"), true);
-    $("forecast").replaceChildren(el("p", { class: "muted", text: "forecasting…" }));
-    try {
-      const doc = await api("POST", `/v1/twins/${encodeURIComponent(state.patientId)}/forecast`, body);
-      clearMessage();
+    await postTwin("forecast", body, "run-forecast", "forecast", "forecasting…", "The forecast", (doc) => {
       state.forecast = doc;
       drawForecast(doc);
-    } catch (exc) {
-      $("forecast").replaceChildren();
-      showMessage(explain(exc, "The forecast"));
-    } finally {
-      busy($("run-forecast"), false);
-    }
+    });
   }
 
   function drawForecast(doc) {
@@ -507,19 +515,10 @@
       n_samples: Number($("sc-samples").value) };
     if ($("objective").value.trim()) body.objective = $("objective").value.trim();
     if (state.asOf) body.as_of = state.asOf.toISOString();
-    busy($("run-scenarios"), true);
-    $("scenario").replaceChildren(el("p", { class: "muted", text: "simulating…" }));
-    try {
-      const doc = await api("POST", `/v1/twins/${encodeURIComponent(state.patientId)}/scenarios`, body);
-      clearMessage();
+    await postTwin("scenarios", body, "run-scenarios", "scenario", "simulating…", "The plan comparison", (doc) => {
       state.scenario = doc;
       drawScenario(doc);
-    } catch (exc) {
-      $("scenario").replaceChildren();
-      showMessage(explain(exc, "The plan comparison"));
-    } finally {
-      busy($("run-scenarios"), false);
-    }
+    });
   }
 
   function drawScenario(doc) {
