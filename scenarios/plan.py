@@ -291,6 +291,12 @@ class TreatmentPlan(BaseModel):
         """JSON-ready form that :meth:`from_dict` reads back to an equal plan."""
         return self.model_dump(mode="json", exclude_none=True)
 
+    @property
+    def uses_dates(self) -> bool:
+        """Whether an action names a calendar date (its resolution then depends on the origin)."""
+        return any(not isinstance(d, int | float) for a in self.actions for d in (a.start, a.stop, *(a.at or ()))
+                   if d is not None)
+
     def resolve(self, catalog: TreatmentCatalog, origin: datetime | None = None) -> ResolvedPlan:
         """Treatments, doses in each treatment's unit and days from ``origin``; refuses
         unknown treatments, unconvertible units and contradictory actions.

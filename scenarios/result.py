@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from core.errors import PlanError
 from graph.units import lab_codes_named
 from scenarios.guardrails import Flag
 
-__all__ = ["Interval", "ScenarioResult", "Threshold", "find_lab", "first_crossing"]
+__all__ = ["Interval", "ScenarioResult", "Threshold", "find_lab", "first_crossing", "sample_quantiles"]
 
 Interval = tuple[float, float, float]
 """``(median, 5 % quantile, 95 % quantile)`` (the quantile levels of the result)."""
@@ -55,6 +56,25 @@ class Threshold:
 
     def __str__(self) -> str:
         return f"{self.lab} {self.op} {self.value:g}"
+
+
+def sample_quantiles(x: np.ndarray, quantiles: Sequence[float], axis: int = 0) -> np.ndarray:
+    """``np.quantile(x, quantiles, axis=axis)`` (linear interpolation) from one sort along
+    ``axis``: several times faster than ``np.quantile`` on a strided sample axis, where it
+    partitions once per quantile."""
+    x = np.asarray(x)
+    if x.shape[axis] == 0 or np.isnan(x).any():
+        return np.quantile(x, quantiles, axis=axis)
+    s = np.sort(x, axis=axis)
+    n = s.shape[axis]
+    out = []
+    for q in quantiles:
+        pos = float(q) * (n - 1)
+        lo = int(np.floor(pos))
+        hi, frac = min(lo + 1, n - 1), pos - lo
+        a, b = np.take(s, lo, axis=axis), np.take(s, hi, axis=axis)
+        out.append(a + (b - a) * frac if frac else a)
+    return np.stack(out)
 
 
 def find_lab(labs: list[str], names: dict[str, str], lab: str) -> int:
@@ -216,7 +236,7 @@ class ScenarioResult:
     def summarise(self, x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Median and the lower/upper quantiles of samples along ``axis``."""
         lo, hi = self.quantiles
-        q = np.quantile(x, [0.5, lo, hi], axis=axis)
+        q = sample_quantiles(x, [0.5, lo, hi], axis=axis)
         return q[0], q[1], q[2]
 
     def trajectory(self, plan: str | int, lab: str, patient: str | int | None = None) -> dict[str, np.ndarray]:

@@ -2,11 +2,11 @@
 
 ``simulate(twins, plans, horizon_days)`` resolves and checks the plans, turns each (twin, plan)
 pair into a daily dose schedule (:func:`scenarios.schedule.plan_dose_actions` +
-:func:`twin.features.treatment.dose_schedule`), stacks them into one ``[N·S·P, T, D]`` tensor
-and calls :meth:`twin.model.TwinModel.rollout` **once per ensemble member** on all
-N twins × S samples × P plans rows (never once per plan; a large run is split into chunks of
-samples, see :data:`CHUNK_STATE_ELEMENTS`). Sample ``s`` comes from member
-``s mod M``.
+:func:`twin.features.treatment.dose_schedule`), stacks them into one ``[N·P, T, D]`` tensor
+and calls :meth:`twin.model.stacked.StackedMembers.rollout` once for every ensemble member
+together on all N twins × P plans × S samples trajectories (never once per plan or member; a
+large run is split into chunks of twins and samples, see :data:`CHUNK_STATE_ELEMENTS`). Sample
+``s`` comes from member ``s mod M``.
 
 The twin's own :func:`twin.predict.predict` draws independent noise per plan row; here draws
 are shared across plans so that plan differences and rankings are paired (see below).
@@ -33,7 +33,7 @@ from torch_geometric.data import Batch
 from core.errors import PlanError, TwinError
 from scenarios.guardrails import Flag, check_plans
 from scenarios.plan import ResolvedPlan, TreatmentPlan
-from scenarios.result import ScenarioResult, Threshold, find_lab, first_crossing
+from scenarios.result import ScenarioResult, Threshold, find_lab, first_crossing, sample_quantiles
 from scenarios.schedule import plan_dose_actions
 from scenarios.treatments import TreatmentCatalog
 from twin.features import build_graph
@@ -48,8 +48,8 @@ __all__ = ["CHUNK_STATE_ELEMENTS", "PreparedRun", "SimulatableTwin", "default_qu
 _KEY_DAYS = (30.0, 90.0, 180.0, 365.0)
 _QUANTILES = (0.05, 0.95)  # the bands of a summarised run: ScenarioResult.quantiles
 
-#: One solve covers at most this many values of ODE states and dose schedules (rows x (grid
-#: points x state width + days x treatments), float32): larger runs are solved in chunks of samples,
+#: One solve covers at most this many values of ODE states and decoded labs at the query days
+#: (float32): larger runs are solved in chunks of twins and samples,
 #: which bounds their memory (~64 MB per chunk) and gives ``on_progress`` a checkpoint between
 #: chunks. Rows are independent, so the numbers do not depend on the chunking.
 CHUNK_STATE_ELEMENTS = 2**24
@@ -81,7 +81,7 @@ class PreparedRun:
     """Inputs of one batched solve, built once (so benches can time the solve alone)."""
 
     twins: list[Any]
-    graphs: list[Any]  # HeteroData per twin, as of its origin
+    encoded: list[Encoded]  # per ensemble member, one row per twin: its as-of graph encoded
     plans: list[ResolvedPlan]
     doses: torch.Tensor  # [N, P, T_days, D]
     t_query: torch.Tensor  # [Q]
@@ -101,13 +101,17 @@ def _parts(twin: Any) -> tuple[Any, Any, Any, datetime]:
     return model, spec, records, t0
 
 
-def _graph(twin: Any) -> Any:
-    """The twin's as-of graph (HeteroData) built exactly as its own forecast builds it (taken
-    from the ensemble's encoding cache when the twin's records are read as of its origin)."""
-    model, spec, records, t0 = _parts(twin)
-    if hasattr(model, "encode") and getattr(records, "as_of", None) == t0:
-        return model.encode(records)[0]
-    return build_graph(records, t0, spec, getattr(model, "image_encoder", None))
+def _encode(twins: Sequence[Any]) -> list[Encoded]:
+    """Every member's encoding of each twin's as-of graph, built exactly as its own forecast
+    builds it (through the ensemble's encoding cache when the twins' records are read as of
+    their origins, the usual case; otherwise built here and encoded in one batch)."""
+    model = twins[0].model
+    parts = [_parts(tw) for tw in twins]
+    if hasattr(model, "encode_many") and all(getattr(rec, "as_of", None) == t0 for _, _, rec, t0 in parts):
+        return list(model.encode_many([rec for _, _, rec, _ in parts]))
+    stacked = model.stacked() if hasattr(model, "stacked") else StackedMembers([model])
+    graphs = [build_graph(rec, t0, spec, getattr(m, "image_encoder", None)) for m, spec, rec, t0 in parts]
+    return stacked.encode(Batch.from_data_list(graphs).to(stacked.field.pk_rate.device))
 
 
 def _as_plans(plans: Sequence[TreatmentPlan] | TreatmentPlan) -> list[TreatmentPlan]:
@@ -148,9 +152,10 @@ def prepare(
     n_days = int(math.ceil(horizon_days)) + 1
     resolved_by_twin: list[list[ResolvedPlan]] = []
     rows: list[torch.Tensor] = []
+    same = {i: p.resolve(cat) for i, p in enumerate(plan_list) if not p.uses_dates}  # for every origin
     for tw in twin_list:
         _, _, records, t0 = _parts(tw)
-        rp = [p.resolve(cat, t0) for p in plan_list]
+        rp = [same[i] if i in same else p.resolve(cat, t0) for i, p in enumerate(plan_list)]
         resolved_by_twin.append(rp)
         factual: list[DoseAction] = actions_from_records(records, t0, spec.vocab)
         rows.append(torch.stack([dose_schedule(plan_dose_actions(factual, r, n_days), spec.vocab, spec.norms, n_days,
@@ -159,7 +164,7 @@ def prepare(
     # Plans with calendar dates resolve per twin; flags are checked on every resolution (deduplicated).
     flags: list[Flag] = []
     seen: set[tuple[str, str, str]] = set()
-    for rp in resolved_by_twin:
+    for rp in {tuple(map(id, rp)): rp for rp in resolved_by_twin}.values():
         for f in check_plans(rp, spec.vocab, spec.norms, strict=strict):
             if (f.plan, f.kind, f.treatment) not in seen:
                 seen.add((f.plan, f.kind, f.treatment))
@@ -171,8 +176,7 @@ def prepare(
         tq = default_query_days(horizon_days, step, extra_days)
     if tq[0] < 0 or tq[-1] > horizon_days + 1e-9:
         raise PlanError(f"query days must lie within 0–{horizon_days:g}")
-    graphs = [_graph(tw) for tw in twin_list]
-    return PreparedRun(twin_list, graphs, resolved, torch.stack(rows), torch.from_numpy(tq).float(), flags,
+    return PreparedRun(twin_list, _encode(twin_list), resolved, torch.stack(rows), torch.from_numpy(tq).float(), flags,
                        float(horizon_days))
 
 
@@ -184,14 +188,6 @@ def _draw(seed: int, twin: int, n_samples: int, latent: int, noise_shape: tuple[
     eps = torch.randn(n_samples, latent, generator=gen)
     eta = torch.randn(n_samples, *noise_shape, generator=gen) if noise_shape is not None else None
     return eps, eta
-
-
-def _rows(enc: Sequence[Encoded], i0: int, i1: int) -> list[Encoded]:
-    """Twins ``i0:i1`` of every member's encodings."""
-    return [Encoded(*(getattr(e, f)[i0:i1] for f in _ENCODED_FIELDS)) for e in enc]
-
-
-_ENCODED_FIELDS = ("mu", "logvar", "s", "anchor", "anchor_mask", "level", "n_obs", "dose_hist")
 
 
 def run_prepared(
@@ -241,16 +237,15 @@ def run_prepared(
     transforms = {j: norms.transforms[c] for j, c in enumerate(labs) if norms.transforms.get(c, "identity") != "identity"}
     latent = int(stacked.cfg.latent)
     device = stacked.field.pk_rate.device
-    encoded = stacked.encode(Batch.from_data_list(run.graphs).to(device))
     tq = run.t_query.to(device)
     # Sample s comes from ensemble member s mod M: column j of member k is sample k + j*M. A solve
     # covers every member and plan of a chunk of twins and columns (rows ordered twin, plan,
     # column: each schedule's samples are consecutive, as StackedMembers.rollout expects).
-    step = float(vocab.cohort.scales.step_days)
-    grid = max(1, math.ceil(float(run.t_query.max()) / step)) + 1 if q else 1
-    width = latent + d + n_e + n_l * d
+    # per trajectory: its ODE state (latent, hazards) and decoded labs (mean, log-variance) at
+    # each query day, and its share of its schedule's treatment states
+    width = latent + n_e + 2 * n_l + (2 * d + n_l * d) / max(1, s)
     columns = math.ceil(s / n_m)
-    per_column = max(1, n_m * p * grid * width)  # ODE states of one twin's column
+    per_column = max(1, math.ceil(n_m * p * max(q, 1) * width))  # values of one twin's column
     twins_per_chunk = max(1, CHUNK_STATE_ELEMENTS // (per_column * columns))
     cols_per_chunk = max(1, CHUNK_STATE_ELEMENTS // (per_column * min(n, twins_per_chunk)))
     n_kept = q if keep is None else len(keep)
@@ -271,7 +266,7 @@ def run_prepared(
         eps = torch.stack([e for e, _ in draws])  # [n_c, S, latent], shared by all plans of a twin
         if not sample_latent:
             eps.zero_()
-        enc = _rows(encoded, i0, i1)
+        enc = [e.rows(i0, i1) for e in run.encoded]
         sched = doses[i0:i1].reshape(n_c * p, t_days, d).to(device)  # one copy per schedule
         mean = torch.empty(n_c, s, p, q, n_l)
         logvar = torch.empty_like(mean)
@@ -309,7 +304,7 @@ def run_prepared(
         lab_out[:, i0:i1] = values[..., keep, :]
         for key, x in (("", values), ("risk_", risk)):
             if x is not None:
-                med, lo, hi = np.quantile(x, [0.5, lo_q, hi_q], axis=0)
+                med, lo, hi = sample_quantiles(x, [0.5, lo_q, hi_q])
                 bands[key + "median"][i0:i1], bands[key + "lo"][i0:i1], bands[key + "hi"][i0:i1] = med, lo, hi
         if risk_out is not None and risk is not None:
             risk_out[:, i0:i1] = risk[..., keep, :]

@@ -127,3 +127,22 @@ def test_encodings_are_reused_until_that_patients_records_change(toy_model: Path
     # what the cache returned equals a fresh ensemble's uncached answer
     fresh = TwinEnsemble.load(toy_model)
     assert Twin.load(store, "toy8", fresh, as_of=t0).forecast(horizon_days=60, n_samples=4).to_dict() == after.to_dict()
+
+
+def test_encode_many_equals_one_by_one_and_builds_a_repeated_patient_once(toy_model: Path,
+                                                                           toy_store: SQLiteStore) -> None:
+    ens = TwinEnsemble.load(toy_model)
+    ids = ["toy2", "toy6", "toy2", "toy7"]
+    twins = [Twin.load(toy_store, p, ens) for p in ids]
+    many = ens.encode_many([t.records for t in twins])
+    assert (ens.encodings.hits, ens.encodings.misses) == (0, 3)  # toy2 built and encoded once
+    assert [e.mu.shape[0] for e in many] == [4] * len(ens.members)
+    alone = TwinEnsemble.load(toy_model)
+    for row, t in enumerate(twins):
+        _, enc = alone.encode(Twin.load(toy_store, t.patient_id, alone).records)
+        for k in range(len(ens.members)):
+            for f in ("mu", "logvar", "s", "anchor", "level", "dose_hist"):
+                torch.testing.assert_close(getattr(many[k], f)[row], getattr(enc[k], f)[0], rtol=1e-5, atol=1e-5)
+    # a second call is served from the cache
+    ens.encode_many([t.records for t in twins[:2]])
+    assert ens.encodings.hits == 2

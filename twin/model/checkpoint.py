@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,12 @@ class TwinEnsemble:
         """The as-of graph of ``records`` and every member's encoding of it (cached, see
         :class:`~twin.model.encodings.EncodingCache`)."""
         return self.encodings.get(self.stacked(), records, self.spec, self.image_encoder)
+
+    def encode_many(self, records: Sequence[PatientRecords]) -> list[Encoded]:
+        """Every member's encoding of each patient's as-of graph, the patients' rows in order
+        (graphs not cached are built once per distinct patient and encoded in one batch)."""
+        per_patient = self.encodings.get_many(self.stacked(), records, self.spec, self.image_encoder)
+        return [Encoded.cat([p[k] for p in per_patient]) for k in range(len(self.members))]
 
     @property
     def device(self) -> torch.device:

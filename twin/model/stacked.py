@@ -14,7 +14,7 @@ Inference only (no gradients). It computes what each member's own
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -40,6 +40,13 @@ def _linear(layers: Sequence[nn.Module]) -> tuple[Tensor, Tensor]:
     return _stack([lin.weight.t() for lin in lins]), _stack(bias).unsqueeze(1)
 
 
+def _tanh_(x: Tensor) -> Tensor:
+    """``tanh`` in place as ``2 sigmoid(2x) - 1`` (within 2e-7 in float32): torch's CPU ``tanh``
+    is several times slower than its vectorised ``sigmoid``, and it is most of the cost of a
+    vector-field evaluation."""
+    return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+
 def _split(w: Tensor, widths: Sequence[int]) -> list[Tensor]:
     """Row blocks ``[M, in_i, out]`` of stacked weights for the input slices ``widths``."""
     if sum(widths) != w.shape[1]:
@@ -59,10 +66,15 @@ class StackedRollout:
 
 
 class _StackedField(nn.Module):
-    """The members' ODE vector fields on states ``[M, R, N]`` (see :mod:`twin.model.dynamics`).
+    """The members' ODE vector fields (see :mod:`twin.model.dynamics`) on a flat state that
+    keeps apart what depends on the sample and what does not.
 
-    ``R = P x k`` trajectories: ``P`` dose schedules, each shared by ``k`` consecutive rows
-    (the samples of one patient-plan), so schedules are never copied per sample or member.
+    ``R = P x k`` trajectories: ``P`` dose schedules, each shared by ``k`` consecutive rows (the
+    samples of one patient-plan). A sample changes only the initial latent state, so the
+    exposure ``e``, accumulated response ``c`` and effect compartments ``g`` of a trajectory
+    are those of its schedule: they are solved once per member and schedule (``[M, P, 2D + L·D]``)
+    and only the latent ``z`` and cumulative hazards ``Lambda`` once per row (``[M, R, latent + K]``).
+    The flat state is the schedule block followed by the row block (:meth:`split`).
     """
 
     def __init__(self, members: Sequence[TwinModel]) -> None:
@@ -77,10 +89,13 @@ class _StackedField(nn.Module):
         self.w2, self.b2 = _linear([m.f[2] for m in dyn])
         self.w3, self.b3 = _linear([m.f[4] for m in dyn])
         wh, self.bh = _linear([m.hazard for m in dyn])
-        self.wh_z, self.wh_s = _split(wh, (self.latent, static))
+        wh_z, self.wh_s = _split(wh, (self.latent, static))
+        self.w_z = torch.cat([self.w1_z, wh_z], dim=2).contiguous()  # [M, latent, H + K]: z's part of both layers
         self.pk_rate = _stack([m.pk_rate for m in dyn]).unsqueeze(1)  # [M, 1, D]
         self.ec50 = _stack([m.ec50 for m in dyn]).unsqueeze(1)  # [M, 1, D]
         self.effect_rate = _stack([m.effect_rate for m in dyn]).unsqueeze(1)  # [M, 1, L, D]
+        self.sched_width = 2 * self.n_drugs + self.n_labs * self.n_drugs  # e, c, g
+        self.row_width = self.latent + self.n_events  # z, Lambda
         self._doses: Tensor | None = None
         self._k = 1
         self._f_static: Tensor | None = None
@@ -90,35 +105,48 @@ class _StackedField(nn.Module):
         e = e.clamp(min=0.0)
         return e / (e + self.ec50)
 
-    def bind(self, doses: Tensor, static: Tensor) -> None:
-        """Dose schedules ``[P, T, D]`` and static contexts ``[M, R, S]`` (``R = P x k``) of the next solve."""
-        m, r, _ = static.shape
-        if r % doses.shape[0]:
-            raise ValueError(f"{r} trajectories cannot share {doses.shape[0]} dose schedules evenly")
-        self._doses, self._k = doses, r // doses.shape[0]
-        self._f_static = torch.baddbmm(self.b1, static, self.w1_s)  # [M, R, H]: the static part of layer 1
-        self._h_static = torch.baddbmm(self.bh, static, self.wh_s)
+    def bind(self, doses: Tensor, static: Tensor, rows_per_schedule: int) -> None:
+        """Dose schedules ``[P, T, D]``, their static contexts ``[M, P, S]`` and the number of
+        trajectories of each schedule for the next solve."""
+        if static.shape[1] != doses.shape[0]:
+            raise ValueError(f"{static.shape[1]} static contexts for {doses.shape[0]} dose schedules")
+        self._doses, self._k = doses, rows_per_schedule
+        self._f_static = torch.baddbmm(self.b1, static, self.w1_s)  # [M, P, H]: the static part of layer 1
+        self._h_static = torch.baddbmm(self.bh, static, self.wh_s).unsqueeze(2)  # [M, P, 1, K]
+
+    def split(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Flat states ``[..., N]`` -> schedule states ``[..., M, P, 2D + L·D]`` and row states
+        ``[..., M, P, k, latent + K]`` (views)."""
+        assert self._doses is not None and self._f_static is not None
+        m, p, k = self._f_static.shape[0], self._doses.shape[0], self._k
+        n_s = m * p * self.sched_width
+        lead = y.shape[:-1]
+        return (y[..., :n_s].view(*lead, m, p, self.sched_width),
+                y[..., n_s:].view(*lead, m, p, k, self.row_width))
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         assert self._doses is not None and self._f_static is not None and self._h_static is not None
-        lat, d, k = self.latent, self.n_drugs, self.n_events
+        lat, d = self.latent, self.n_drugs
         n_days = self._doses.shape[1]
         day = torch.clamp((t * self.time_unit_days).floor().long(), 0, n_days - 1)
-        m, r, _ = y.shape
-        u = self._doses[:, day]  # [P, D]
-        z, e = y[..., :lat], y[..., lat: lat + d]
-        resp = self.response(e)
-        h = torch.tanh(torch.baddbmm(self._f_static, z, self.w1_z) + torch.bmm(resp, self.w1_r))
-        h = torch.tanh(torch.baddbmm(self.b2, h, self.w2))
-        dz = torch.baddbmm(self.b3, h, self.w3)
-        de = (self.pk_rate.unsqueeze(2) * (u.unsqueeze(1) - e.view(m, -1, self._k, d))).view(m, r, d)
-        dlam = nn.functional.softplus(torch.baddbmm(self._h_static, z, self.wh_z))
-        if not self.n_labs:
-            return torch.cat([dz, de, dlam, resp], dim=-1)
-        g = y[..., lat + 2 * d + k:].view(m, r, self.n_labs, d)
-        dg = self.effect_rate * (resp.unsqueeze(2) - g)
-        return torch.cat([dz, de, dlam, resp, dg.flatten(2)], dim=-1)
-
+        ys, yr = self.split(y)
+        m, p, k, _ = yr.shape
+        e = ys[..., :d]
+        resp = self.response(e)  # [M, P, D]
+        z = yr[..., :lat].reshape(m, p * k, lat)
+        # layer 1: the latent part per row, the response and static parts once per schedule
+        zw = torch.bmm(z, self.w_z).view(m, p, k, -1)
+        h, dlam = zw.split([self.w1_z.shape[2], self.n_events], dim=-1)
+        h = _tanh_(h + torch.baddbmm(self._f_static, resp, self.w1_r).unsqueeze(2))
+        h = _tanh_(torch.baddbmm(self.b2, h.view(m, p * k, -1), self.w2))
+        dz = torch.baddbmm(self.b3, h, self.w3).view(m, p, k, lat)
+        dlam = nn.functional.softplus(dlam + self._h_static)
+        de = self.pk_rate * (self._doses[:, day].unsqueeze(0) - e)
+        parts = [de, resp]
+        if self.n_labs:
+            g = ys[..., 2 * d:].view(m, p, self.n_labs, d)
+            parts.append((self.effect_rate * (resp.unsqueeze(2) - g)).flatten(2))
+        return torch.cat([torch.cat(parts, dim=-1).flatten(), torch.cat([dz, dlam], dim=-1).flatten()])
 
 
 def _graph_index(nodes: Any, n: int) -> Tensor:
@@ -286,23 +314,25 @@ class StackedMembers:
         n_sched = doses.shape[0]
         if n_sched % g:
             raise ValueError(f"{n_sched} dose schedules cannot be split over {g} patient graphs")
-        per_graph = (n_sched // g) * rows_per_schedule
-        r = g * per_graph
+        k = rows_per_schedule
+        r = n_sched * k
 
-        def rows(x: Tensor) -> Tensor:  # [M, G, ...] -> [M, R, ...] (each graph's rows consecutive)
-            return x.unsqueeze(2).expand(x.shape[0], g, per_graph, *x.shape[2:]).reshape(x.shape[0], r, *x.shape[2:])
+        def each(x: Tensor, n: int) -> Tensor:  # [M, G, ...] -> [M, G x n, ...] (each graph's n consecutive)
+            return x.unsqueeze(2).expand(x.shape[0], g, n, *x.shape[2:]).reshape(x.shape[0], g * n, *x.shape[2:])
 
         e_ = enc[0]
         mu, logvar = torch.stack([e.mu for e in enc]), torch.stack([e.logvar for e in enc])
-        s = rows(torch.stack([e.s for e in enc]))
-        z0 = rows(mu)
+        z0 = each(mu, r // g)
         if eps is not None:
             if eps.shape != (n_m, r, self.cfg.latent):
                 raise ValueError(f"eps must be [{n_m}, {r}, {self.cfg.latent}], got {tuple(eps.shape)}")
-            z0 = z0 + rows(torch.exp(0.5 * logvar)) * eps
+            z0 = z0 + each(torch.exp(0.5 * logvar), r // g) * eps
         e0 = self._exposure0(e_.dose_hist)  # [M, G, D]
         g0 = self.field.response(e0).unsqueeze(2).expand(n_m, g, self.n_labs, self.n_drugs)
-        y0 = torch.cat([z0, rows(e0), z0.new_zeros(n_m, r, self.n_events + self.n_drugs), rows(g0.flatten(2))], dim=-1)
+        per_sched = n_sched // g
+        y0s = torch.cat([each(e0, per_sched), e0.new_zeros(n_m, n_sched, self.n_drugs),
+                         each(g0.flatten(2), per_sched)], dim=-1)
+        y0r = torch.cat([z0, z0.new_zeros(n_m, r, self.n_events)], dim=-1)
         step, unit = self.scales.step_days, self.scales.time_unit_days
         horizon = max(float(t_query.max()) if t_query.numel() else 0.0, step)
         n_steps = max(int(-(-horizon // step)), 1)
@@ -310,44 +340,48 @@ class StackedMembers:
         # interpolation between their steps: ask for the query days themselves, between the
         # origin and the end of the last whole step (so the steps are those of training's grid,
         # see TwinModel.solve_latent), and no state of the other steps is ever kept.
-        tq = t_query.to(y0.device, torch.float32).clamp(0.0, n_steps * step)
+        tq = t_query.to(y0s.device, torch.float32).clamp(0.0, n_steps * step)
         times, at = torch.unique(torch.cat([tq.new_zeros(1), tq.new_full((1,), n_steps * step), tq]),
                                  sorted=True, return_inverse=True)
-        self.field.bind(doses, s)
+        self.field.bind(doses, each(torch.stack([e.s for e in enc]), per_sched), k)
+        y0 = torch.cat([y0s.flatten(), y0r.flatten()])
         states = odeint(self.field, y0, times / unit, method=self.cfg.solver, options={"step_size": step / unit})
-        st = states[at[2:]]  # [Q, M, R, N], in the order asked
-        return self._decode(enc, st, e0, rows, t_query)
+        sched_st, row_st = self.field.split(states[at[2:]])  # [Q, M, P, ...], [Q, M, P, k, ...] in the order asked
+        return self._decode(enc, sched_st, row_st, e0, per_sched, t_query)
 
-    def _decode(self, enc: Sequence[Encoded], st: Tensor, e0: Tensor, expand: Callable[[Tensor], Tensor],
+    def _decode(self, enc: Sequence[Encoded], sched_st: Tensor, row_st: Tensor, e0: Tensor, per_sched: int,
                 t_query: Tensor) -> StackedRollout:
-        """Lab means/log-variances and cumulative hazards ``[M, R, Q, ...]`` from the states ``st``
-        ``[Q, M, R, N]`` at the query days; ``expand`` maps per-graph tensors ``[M, G, ...]`` to
-        rows ``[M, R, ...]``."""
-        lat, d, k, n_l = self.cfg.latent, self.n_drugs, self.n_events, self.n_labs
-        q, n_m, r, _ = st.shape
+        """Lab means/log-variances and cumulative hazards ``[M, R, Q, ...]`` from the states at
+        the query days: per schedule ``[Q, M, P, 2D + L·D]`` and per row ``[Q, M, P, k, latent + K]``
+        (``P = G x per_sched``)."""
+        lat, d, n_l = self.cfg.latent, self.n_drugs, self.n_labs
+        q, n_m, p, k, _ = row_st.shape
+        g_n = p // per_sched
+        r = p * k
         e_ = enc[0]
-        z = st[..., :lat].permute(1, 2, 0, 3)  # [M, R, Q, latent]
-        lam = st[..., lat + d: lat + d + k].permute(1, 2, 0, 3)
+        z = row_st[..., :lat].permute(1, 2, 3, 0, 4).reshape(n_m, r, q, lat)  # [M, R, Q, latent]
+        lam = row_st[..., lat:].permute(1, 2, 3, 0, 4).reshape(n_m, r, q, -1)
         a = e_.anchor * e_.anchor_mask  # [G, L]
         s_g = torch.stack([e.s for e in enc])  # [M, G, S]
         rest = torch.cat([s_g, a.expand(n_m, -1, -1), e_.anchor_mask.expand(n_m, -1, -1),
                           ((e_.level - e_.anchor) * e_.anchor_mask).expand(n_m, -1, -1),
                           e_.n_obs.expand(n_m, -1, -1)], dim=-1)
-        const = expand(torch.baddbmm(self.bd1, rest, self.wd_rest))  # [M, R, H]
-        h = torch.bmm(z.reshape(n_m, r * q, lat), self.wd_z).view(n_m, r, q, -1) + const.unsqueeze(2)
-        out = torch.baddbmm(self.bd2, nn.functional.gelu(h).view(n_m, r * q, -1), self.wd2).view(n_m, r, q, 2 * n_l)
+        const = torch.baddbmm(self.bd1, rest, self.wd_rest)  # [M, G, H]
+        h = torch.bmm(z.reshape(n_m, r * q, lat), self.wd_z).view(n_m, g_n, -1, q, const.shape[-1])
+        h.add_(const.view(n_m, g_n, 1, 1, -1))
+        out = torch.baddbmm(self.bd2, nn.functional.gelu(h).view(n_m, r * q, -1), self.wd2).view(n_m, g_n, -1, q, 2 * n_l)
         delta, raw = out.split(n_l, dim=-1)
         logvar = self.min_logvar + (self.max_logvar - self.min_logvar) * torch.sigmoid(raw)
-        mean = expand(a.expand(n_m, -1, -1)).unsqueeze(2) + delta * self.change_scale.unsqueeze(2)
+        mean = a.view(1, g_n, 1, 1, n_l) + delta * self.change_scale.view(n_m, 1, 1, 1, n_l)  # [M, G, P/G x k, Q, L]
         if n_l and d:
             gain = (self.effect_bias.unsqueeze(1) + self.effect_slope.unsqueeze(1) * a.view(1, -1, n_l, 1)
                     + torch.bmm(s_g, self.effect_context).view(n_m, -1, n_l, d))  # [M, G, L, D]
             rate = (self.rate_bias.unsqueeze(1) + torch.bmm(s_g, self.rate_context).view(n_m, -1, n_l, d)) * self.lasting
             g0 = self.field.response(e0).unsqueeze(2)  # [M, G, 1, D]
-            gain_r, rate_r = expand(gain), expand(rate)  # [M, R, L, D]
-            # sum_d gain * (g(t) - g(0)) + rate * c(t), with one temporary of the states' size
-            level = (st[..., lat + 2 * d + k:].view(q, n_m, r, n_l, d) * gain_r).sum(-1)  # [Q, M, R, L]
-            level = level - expand((gain * g0).sum(-1))
-            lasting = torch.matmul(st[..., lat + d + k: lat + 2 * d + k].permute(1, 2, 0, 3), rate_r.transpose(-1, -2))
-            mean = mean + level.permute(1, 2, 0, 3) + lasting
-        return StackedRollout(t_query, mean, logvar, lam)
+            # per schedule: sum_d gain * (g(t) - g(0)) + rate * c(t)
+            g_t = sched_st[..., 2 * d:].reshape(q, n_m, g_n, per_sched, n_l, d)
+            level = (g_t * gain.view(1, n_m, g_n, 1, n_l, d)).sum(-1) - (gain * g0).sum(-1).view(1, n_m, g_n, 1, n_l)
+            c_t = sched_st[..., d: 2 * d].reshape(q, n_m, g_n, per_sched, 1, d)
+            level = level + (c_t * rate.view(1, n_m, g_n, 1, n_l, d)).sum(-1)  # [Q, M, G, P/G, L]
+            mean = mean.view(n_m, g_n, per_sched, k, q, n_l) + level.permute(1, 2, 3, 0, 4).unsqueeze(3)
+        return StackedRollout(t_query, mean.reshape(n_m, r, q, n_l), logvar.reshape(n_m, r, q, n_l), lam)

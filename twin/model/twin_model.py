@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
@@ -40,8 +40,16 @@ class Encoded:
         """Each row repeated ``k`` times consecutively (patients x plans, plan index fastest)."""
         if k == 1:
             return self
-        return Encoded(*(getattr(self, f).repeat_interleave(k, dim=0)
-                         for f in ("mu", "logvar", "s", "anchor", "anchor_mask", "level", "n_obs", "dose_hist")))
+        return Encoded(*(getattr(self, f.name).repeat_interleave(k, dim=0) for f in fields(self)))
+
+    def rows(self, start: int, stop: int) -> Encoded:
+        """Graphs ``start:stop``."""
+        return Encoded(*(getattr(self, f.name)[start:stop] for f in fields(self)))
+
+    @staticmethod
+    def cat(parts: Sequence[Encoded]) -> Encoded:
+        """The graphs of ``parts``, in order, as one encoding."""
+        return Encoded(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Encoded)))
 
 
 @dataclass
