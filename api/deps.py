@@ -7,6 +7,7 @@ reach it only through these ``Annotated`` aliases, so tests can swap any of them
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class Services:
     jobs: JobRunner
     limiter: RateLimiter
     registry: ModelRegistry
+    compute: asyncio.Semaphore  # settings.compute_slots: model work computed at once (FIFO)
 
 
 def _services(request: Request) -> Services:

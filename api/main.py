@@ -6,6 +6,7 @@ runner, and the app's lifespan closes them when the server stops.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
 from collections.abc import AsyncIterator
@@ -84,6 +85,7 @@ def _open_services(settings: Settings) -> Services:
             jobs=JobRunner(settings.jobs_db, workers=settings.job_workers, max_queued=settings.job_queue_max),
             limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
             registry=ModelRegistry(settings.model_path, device=settings.device),
+            compute=asyncio.Semaphore(settings.compute_slots),
         )
     except BaseException:
         store.close()

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
                               description="Largest forecast/scenario job, in trajectory-steps (bounds its memory and time).")
     ray_address: str | None = Field(None, description="Ray cluster the shards of POST /v1/trials run on (ray://host:10001, "
                                                       "auto); default: in the job worker. Its nodes must reach the store.")
+    compute_slots: int = Field(
+        1, ge=1, le=64,
+        description="Forecasts and scenario runs computed at once in each server process; the others wait their "
+                    "turn in arrival order. Model work is CPU-bound: running more at once than the process has "
+                    "torch threads only interleaves them and makes every answer later.")
     torch_threads: int = Field(DEFAULT_TORCH_THREADS, ge=1, le=256,
                                description="torch CPU threads of the server process and of each training process.")
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")

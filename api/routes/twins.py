@@ -155,27 +155,32 @@ def _scenarios(services: Services, patient_id: str, body: ScenarioRequest, *, ma
     )
 
 
-async def _until_disconnect(request: Request, work: Callable[[CancelToken], T]) -> T:
-    """``work(token)`` in a worker thread; if the client disconnects meanwhile, ``token`` is set so
-    the work stops at its next checkpoint (the answer, 499, goes nowhere)."""
+async def _until_disconnect(request: Request, services: Services, work: Callable[[CancelToken], T]) -> T:
+    """``work(token)`` in a worker thread once one of the process's compute slots is free
+    (``settings.compute_slots``, first come first served); if the client disconnects meanwhile,
+    ``token`` is set so the work stops at its next checkpoint (the answer, 499, goes nowhere)."""
     token = CancelToken()
-    task = asyncio.ensure_future(run_in_threadpool(work, token))
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-            if done:
-                break
-            if not token.cancelled and await request.is_disconnected():
-                token.cancel("the client disconnected")
+    async with services.compute:
+        if await request.is_disconnected():
+            raise ProblemError(CLIENT_CLOSED, "the client disconnected before its turn; nothing was computed",
+                               kind="client-closed")
+        task = asyncio.ensure_future(run_in_threadpool(work, token))
         try:
-            return task.result()
-        except Cancelled:
-            raise ProblemError(CLIENT_CLOSED, "the client disconnected; the work was stopped",
-                               kind="client-closed") from None
-    finally:
-        if not task.done():  # this request itself was cancelled (server shutdown): stop the work too
-            token.cancel("the request was abandoned")
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+                if done:
+                    break
+                if not token.cancelled and await request.is_disconnected():
+                    token.cancel("the client disconnected")
+            try:
+                return task.result()
+            except Cancelled:
+                raise ProblemError(CLIENT_CLOSED, "the client disconnected; the work was stopped",
+                                   kind="client-closed") from None
+        finally:
+            if not task.done():  # this request itself was cancelled (server shutdown): stop the work too
+                token.cancel("the request was abandoned")
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 # --------------------------------------------------------------------------- synchronous
@@ -192,12 +197,12 @@ async def post_forecast(patient_id: ExistingPatient, body: ForecastRequest, serv
                         request: Request) -> ForecastOut | JSONResponse:
     limit, hint = services.settings.max_request_cost, _sync_hint(services, "forecast")
     if _wants_fhir(request):
-        doc = await _until_disconnect(request, lambda token: forecast_bundle(
+        doc = await _until_disconnect(request, services, lambda token: forecast_bundle(
             _run_forecast(services, patient_id, body, max_cost=limit, hint=hint, cancel=token),
             model_stamp(services.registry, body.model)))
         return JSONResponse(doc, media_type=FHIR_JSON)
     return await _until_disconnect(
-        request, lambda token: _forecast(services, patient_id, body, max_cost=limit, hint=hint, cancel=token))
+        request, services, lambda token: _forecast(services, patient_id, body, max_cost=limit, hint=hint, cancel=token))
 
 
 @router.post(
@@ -213,12 +218,12 @@ async def post_scenarios(patient_id: ExistingPatient, body: ScenarioRequest, ser
                          request: Request) -> ScenarioOut | JSONResponse:
     limit, hint = services.settings.max_request_cost, _sync_hint(services, "scenarios")
     if _wants_fhir(request):
-        doc = await _until_disconnect(request, lambda token: scenario_bundle(
+        doc = await _until_disconnect(request, services, lambda token: scenario_bundle(
             _run_scenarios(services, patient_id, body, max_cost=limit, hint=hint, cancel=token),
             model_stamp(services.registry, body.model)))
         return JSONResponse(doc, media_type=FHIR_JSON)
     return await _until_disconnect(
-        request, lambda token: _scenarios(services, patient_id, body, max_cost=limit, hint=hint, cancel=token))
+        request, services, lambda token: _scenarios(services, patient_id, body, max_cost=limit, hint=hint, cancel=token))
 
 
 # --------------------------------------------------------------------------- jobs
