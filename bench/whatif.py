@@ -50,7 +50,7 @@ from scipy.stats import kendalltau  # noqa: E402
 from bench.metrics import brier, reliability, truly_best  # noqa: E402
 from graph.store.sqlite import SQLiteStore  # noqa: E402
 from scenarios.plan import Action, ResolvedPlan, TreatmentPlan  # noqa: E402
-from scenarios.rank import Objective, rank  # noqa: E402
+from scenarios.rank import Objective, objective_samples, p_best_of, rank  # noqa: E402
 from scenarios.regimens import load_regimens  # noqa: E402
 from scenarios.result import ScenarioResult  # noqa: E402
 from scenarios.simulate import prepare, run_prepared, simulate  # noqa: E402
@@ -136,7 +136,7 @@ def ranking_quality(result: ScenarioResult, true: dict[str, np.ndarray], labs: l
     out: dict[str, Any] = {}
     for lab in labs:
         top1, taus, p_top, r_top1, r_taus = [], [], [], [], []
-        tie_right, tie_size, p_tied, p_rows, naive_rows, y_rows = [], [], [], [], [], []
+        tie_right, tie_size, p_tied, p_rows, naive_rows, y_rows, raw_rows = [], [], [], [], [], [], []
         for i, pid in enumerate(result.patients):
             tv = true[lab][i, :, day]
             if not np.isfinite(tv).all() or np.ptp(tv) < 1e-9:
@@ -156,6 +156,8 @@ def ranking_quality(result: ScenarioResult, true: dict[str, np.ndarray], labs: l
             p_tied.append(r.p_tied_best)
             by = {e.plan: e.p_best for e in r.entries}
             p_rows.append([by[n] for n in result.plans])
+            score, feasible = objective_samples(result, Objective(lab, day), pid)
+            raw_rows.append(p_best_of(score, feasible))  # as before: each sample's winner, members as drawn
             naive_rows.append(np.eye(len(order))[order[0]])
             y_rows.append(y)
             for _ in range(20):
@@ -171,20 +173,24 @@ def ranking_quality(result: ScenarioResult, true: dict[str, np.ndarray], labs: l
                         "top1_or_tied": float(np.mean(tie_right)), "mean_p_tied_best": float(np.mean(p_tied)),
                         "brier": brier(np.array(p_rows), np.array(y_rows)),
                         "brier_always_certain": brier(np.array(naive_rows), np.array(y_rows)),
-                        "_p": p_rows, "_naive": naive_rows, "_y": y_rows}
+                        "_p": p_rows, "_naive": naive_rows, "_y": y_rows, "_raw": raw_rows}
     return out
 
 
 def calibration(ranking: dict[str, Any]) -> dict[str, Any]:
     """p(best) over all rankings of one run (every lab, patient and plan): Brier score against the
     truly best plan and the reliability table, for the twin and for a naive ranking that is
-    always certain of its top plan (p = 1 for it, 0 for the others). Pops the raw rows."""
-    rows = {k: [r for lab in ranking.values() for r in lab.pop(k)] for k in ("_p", "_naive", "_y")}
+    always certain of its top plan (p = 1 for it, 0 for the others), and the twin's p(best) as it was
+    computed before the members' disagreement was redrawn (the share of samples each plan wins,
+    ``twin_samples_only``). Pops the raw rows."""
+    rows = {k: [r for lab in ranking.values() for r in lab.pop(k, [])] for k in ("_p", "_naive", "_y", "_raw")}
     if not rows["_y"]:
         return {}
     y = np.array(rows["_y"])
     doc: dict[str, Any] = {"rankings": len(y), "plans_per_ranking": int(y.shape[1])}
-    for name, key in (("twin", "_p"), ("always_certain", "_naive")):
+    for name, key in (("twin", "_p"), ("always_certain", "_naive"), ("twin_samples_only", "_raw")):
+        if len(rows[key]) != len(y):
+            continue
         p = np.array(rows[key])
         top = p.argmax(axis=1)
         doc[name] = {"brier": brier(p, y), "brier_top": float(np.mean((p[np.arange(len(p)), top] -
@@ -423,7 +429,7 @@ def print_table(doc: dict[str, Any]) -> None:
             continue
         print(f"\n== p(best) calibration, confounding {acc['confounding']:g}: {cal['rankings']} rankings x "
               f"{cal['plans_per_ranking']} plans ==")
-        for name in ("twin", "always_certain"):
+        for name in (k for k in ("twin", "always_certain", "twin_samples_only") if k in cal):
             print(f"{name:16s} Brier {cal[name]['brier']:.3f} (top plan only {cal[name]['brier_top']:.3f})")
             print("    predicted  " + " ".join(f"{b['mean_predicted']:5.2f}" for b in cal[name]["reliability"]))
             print("    observed   " + " ".join(f"{b['observed']:5.2f}" for b in cal[name]["reliability"]))
