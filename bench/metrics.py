@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["brier", "bootstrap_cindex", "change_correlation", "cindex", "coverage_by_horizon", "reliability",
+__all__ = ["bootstrap_cindex", "brier", "change_correlation", "cindex", "coverage_by_horizon", "reliability",
            "truly_best"]
 
 

@@ -55,6 +55,14 @@ class IntervalCalibration:
     level: float = 0.9
     counts: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not self.days or any(b <= a for a, b in zip(self.days, self.days[1:], strict=False)):
+            raise ValueError(f"interval calibration days must be increasing and not empty, got {list(self.days)}")
+        for code, v in self.scales.items():
+            if len(v) != len(self.days) or not all(np.isfinite(x) and x >= 0 for x in v):
+                raise ValueError(f"interval calibration of lab {code}: expected {len(self.days)} finite scales >= 0, "
+                                 f"got {list(v)}")
+
     def scale(self, codes: Sequence[str], days: np.ndarray) -> np.ndarray:
         """``[Q, L]`` scale of each of ``codes`` at each of ``days`` (1 for a lab not fitted)."""
         d = np.asarray(days, np.float64)

@@ -86,3 +86,19 @@ def test_training_stores_a_calibration_that_predict_applies(toy_model: Path, toy
     np.testing.assert_allclose(got.p95[0] - got.median[0], k * (raw.p95[0] - raw.median[0]), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(got.median[0] - got.p05[0], k * (raw.median[0] - raw.p05[0]), rtol=1e-6, atol=1e-6)
 
+
+
+def test_an_invalid_calibration_is_refused_and_a_checkpoint_holding_one_names_the_file(toy_model: Path,
+                                                                                     tmp_path: Path) -> None:
+    from core.errors import ModelError
+
+    with pytest.raises(ValueError, match="increasing"):
+        IntervalCalibration((90.0, 30.0), {"x": (1.0, 1.0)})
+    with pytest.raises(ValueError, match="lab x: expected 2 finite scales"):
+        IntervalCalibration((30.0, 90.0), {"x": (1.0,)})
+    doc = torch.load(toy_model, weights_only=True)
+    doc["interval_calibration"] = {"days": [30.0], "scales": {"x": [-1.0]}}
+    bad = tmp_path / "bad.pt"
+    torch.save(doc, bad)
+    with pytest.raises(ModelError, match=r"bad\.pt: its interval calibration is invalid"):
+        TwinEnsemble.load(bad)

@@ -141,9 +141,12 @@ class TwinEnsemble:
             m.load_state_dict(state)
             m.eval()
             members.append(m)
-        cal = doc.get("interval_calibration")
+        try:
+            cal = IntervalCalibration.from_dict(doc["interval_calibration"]) if doc.get("interval_calibration") else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"model checkpoint {path}: its interval calibration is invalid: {exc}") from exc
         ens = cls(members, spec, ImageEncoder.from_state(doc["image_encoder"]), cfg, doc["train_config"], doc["report"],
-                  IntervalCalibration.from_dict(cal) if cal else None)
+                  cal)
         return ens.to(device)
 
 
