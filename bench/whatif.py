@@ -47,9 +47,10 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 
+from bench.metrics import brier, reliability, truly_best  # noqa: E402
 from graph.store.sqlite import SQLiteStore  # noqa: E402
 from scenarios.plan import Action, ResolvedPlan, TreatmentPlan  # noqa: E402
-from scenarios.rank import Objective, rank  # noqa: E402
+from scenarios.rank import Objective, objective_samples, p_best_of, rank  # noqa: E402
 from scenarios.regimens import load_regimens  # noqa: E402
 from scenarios.result import ScenarioResult  # noqa: E402
 from scenarios.simulate import prepare, run_prepared, simulate  # noqa: E402
@@ -128,10 +129,14 @@ def accuracy(pred: np.ndarray, true: np.ndarray, result: ScenarioResult, labs: l
 
 def ranking_quality(result: ScenarioResult, true: dict[str, np.ndarray], labs: list[str], rng: random.Random,
                     day: int = 180) -> dict[str, Any]:
-    """Top-1 agreement and Kendall's tau per objective 'minimise LAB at day', twin vs random."""
+    """Per objective 'minimise LAB at day': top-1 agreement and Kendall's tau, twin vs random;
+    the twin's reported ties (a tie is right when the truly best plan is among the tied);
+    and the p(best) of every plan of every ranking against the truly best plan (true ties
+    share it), for the calibration over all rankings (``calibration``)."""
     out: dict[str, Any] = {}
     for lab in labs:
         top1, taus, p_top, r_top1, r_taus = [], [], [], [], []
+        tie_right, tie_size, p_tied, p_rows, naive_rows, y_rows, raw_rows = [], [], [], [], [], [], []
         for i, pid in enumerate(result.patients):
             tv = true[lab][i, :, day]
             if not np.isfinite(tv).all() or np.ptp(tv) < 1e-9:
@@ -144,6 +149,17 @@ def ranking_quality(result: ScenarioResult, true: dict[str, np.ndarray], labs: l
             top1.append(float(abs(tv[order[0]] - best) <= 1e-6 * max(1.0, abs(best))))
             taus.append(float(kendalltau(pred_rank, tv).statistic))
             p_top.append(r.p_top_is_best)
+            y = truly_best(tv)
+            tied = [result.plans.index(n) for n in r.tied]
+            tie_right.append(float(y[tied].sum() > 0))
+            tie_size.append(len(tied))
+            p_tied.append(r.p_tied_best)
+            by = {e.plan: e.p_best for e in r.entries}
+            p_rows.append([by[n] for n in result.plans])
+            score, feasible = objective_samples(result, Objective(lab, day), pid)
+            raw_rows.append(p_best_of(score, feasible))  # as before: each sample's winner, members as drawn
+            naive_rows.append(np.eye(len(order))[order[0]])
+            y_rows.append(y)
             for _ in range(20):
                 perm = list(range(len(order)))
                 rng.shuffle(perm)
@@ -152,8 +168,35 @@ def ranking_quality(result: ScenarioResult, true: dict[str, np.ndarray], labs: l
         if top1:
             out[lab] = {"cases": len(top1), "top1": float(np.mean(top1)), "kendall_tau": float(np.nanmean(taus)),
                         "mean_p_top_is_best": float(np.mean(p_top)), "random_top1": float(np.mean(r_top1)),
-                        "random_kendall_tau": float(np.nanmean(r_taus))}
+                        "random_kendall_tau": float(np.nanmean(r_taus)),
+                        "tie_rate": float(np.mean(np.array(tie_size) > 1)), "mean_tied_plans": float(np.mean(tie_size)),
+                        "top1_or_tied": float(np.mean(tie_right)), "mean_p_tied_best": float(np.mean(p_tied)),
+                        "brier": brier(np.array(p_rows), np.array(y_rows)),
+                        "brier_always_certain": brier(np.array(naive_rows), np.array(y_rows)),
+                        "_p": p_rows, "_naive": naive_rows, "_y": y_rows, "_raw": raw_rows}
     return out
+
+
+def calibration(ranking: dict[str, Any]) -> dict[str, Any]:
+    """p(best) over all rankings of one run (every lab, patient and plan): Brier score against the
+    truly best plan and the reliability table, for the twin and for a naive ranking that is
+    always certain of its top plan (p = 1 for it, 0 for the others), and the twin's p(best) as it was
+    computed before the members' disagreement was redrawn (the share of samples each plan wins,
+    ``twin_samples_only``). Pops the raw rows."""
+    rows = {k: [r for lab in ranking.values() for r in lab.pop(k, [])] for k in ("_p", "_naive", "_y", "_raw")}
+    if not rows["_y"]:
+        return {}
+    y = np.array(rows["_y"])
+    doc: dict[str, Any] = {"rankings": len(y), "plans_per_ranking": int(y.shape[1])}
+    for name, key in (("twin", "_p"), ("always_certain", "_naive"), ("twin_samples_only", "_raw")):
+        if len(rows[key]) != len(y):
+            continue
+        p = np.array(rows[key])
+        top = p.argmax(axis=1)
+        doc[name] = {"brier": brier(p, y), "brier_top": float(np.mean((p[np.arange(len(p)), top] -
+                                                                       y[np.arange(len(p)), top]) ** 2)),
+                     "reliability": reliability(p, y)}
+    return doc
 
 
 # ---------------------------------------------------------------- accuracy per confounding
@@ -162,22 +205,27 @@ def run_confounding(c: float, args: argparse.Namespace, root: Path) -> dict[str,
     from synthetic import simulate as oracle
     from twin.model.checkpoint import TwinEnsemble
     from twin.spec import SpecRequest
-    from twin.training import TrainConfig, train
+    from twin.training import TrainConfig, TrainReport, train
 
     work = root / f"conf-{c:g}"
     work.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    store, coh = build_cohort(work, args.patients, c, args.seed, args.years)
+    model_path = work / "model.pt"
+    reuse = args.reuse_model and model_path.is_file() and (work / "graph.db").is_file()
+    store, coh = (SQLiteStore(work / "graph.db"), work / "cohort") if reuse else build_cohort(
+        work, args.patients, c, args.seed, args.years)
     ids = sorted(store.patient_ids())
     random.Random(args.seed).shuffle(ids)
     held, train_ids = ids[: args.heldout], ids[args.heldout:]
     t_data = time.perf_counter() - t
-    model_path = work / "model.pt"
     t = time.perf_counter()
-    rep = train(store, TrainConfig(epochs=args.epochs, members=args.members, progress=False, seed=args.seed,
-                                   origins_per_patient=args.origins, image_epochs=args.image_epochs,
-                                   **({"batch_size": args.batch_size} if args.batch_size else {}),
-                                   spec=SpecRequest(horizon_days=HORIZON)), model_path, patient_ids=train_ids)
+    if reuse:  # the cohort, store and model of an earlier run with the same --workdir and settings
+        rep = TrainReport(**json.loads(model_path.with_suffix(".report.json").read_text()))
+    else:
+        rep = train(store, TrainConfig(epochs=args.epochs, members=args.members, progress=False, seed=args.seed,
+                                       origins_per_patient=args.origins, image_epochs=args.image_epochs,
+                                       **({"batch_size": args.batch_size} if args.batch_size else {}),
+                                       spec=SpecRequest(horizon_days=HORIZON)), model_path, patient_ids=train_ids)
     t_train = time.perf_counter() - t
     ens = TwinEnsemble.load(model_path)
     truths, twins, origins = [], [], []
@@ -211,6 +259,7 @@ def run_confounding(c: float, args: argparse.Namespace, root: Path) -> dict[str,
         "confounding": c, "patients": args.patients, "heldout_evaluated": len(twins), "plans": names,
         "labs": {lab: res.lab_names.get(lab, lab) for lab in labs},
         "seconds": {"data": round(t_data, 1), "train": round(t_train, 1), "simulate": round(t_sim, 2)},
+        "model_reused": reuse,
         "train": {"members": args.members, "epochs": args.epochs, "seconds_per_epoch": rep.seconds_per_epoch,
                   "model_drugs": list(ens.spec.vocab.treatments)},
         "flags": [f.to_dict() for f in res.flags],
@@ -218,6 +267,7 @@ def run_confounding(c: float, args: argparse.Namespace, root: Path) -> dict[str,
         "treatment_blind": accuracy(blind_pred, true, res, labs, names),
         "ranking": ranking_quality(res, true, labs, random.Random(args.seed)),
     }
+    out["p_best_calibration"] = calibration(out["ranking"])
     out["sequence_baseline"] = run_baseline(store, train_ids, twins, plans, true, res, labs, names, args, ens)
     out["_twins"] = twins  # kept for the speed part, dropped before writing
     store.close()
@@ -373,6 +423,23 @@ def print_table(doc: dict[str, Any]) -> None:
         for lab, r in acc["ranking"].items():
             print(f"{acc['labs'][lab][:34]:34s} {r['top1']:6.2f} {r['kendall_tau']:6.2f} {r['mean_p_top_is_best']:7.2f} "
                   f"{r['random_top1']:9.2f} {r['random_kendall_tau']:8.2f}")
+    for acc in doc["accuracy"]:
+        cal = acc.get("p_best_calibration")
+        if not cal:
+            continue
+        print(f"\n== p(best) calibration, confounding {acc['confounding']:g}: {cal['rankings']} rankings x "
+              f"{cal['plans_per_ranking']} plans ==")
+        for name in (k for k in ("twin", "always_certain", "twin_samples_only") if k in cal):
+            print(f"{name:16s} Brier {cal[name]['brier']:.3f} (top plan only {cal[name]['brier_top']:.3f})")
+            print("    predicted  " + " ".join(f"{b['mean_predicted']:5.2f}" for b in cal[name]["reliability"]))
+            print("    observed   " + " ".join(f"{b['observed']:5.2f}" for b in cal[name]["reliability"]))
+            print("    n          " + " ".join(f"{b['n']:5d}" for b in cal[name]["reliability"]))
+        print(f"{'ties: lab':34s} {'tie rate':>8s} {'size':>5s} {'top1|tie':>8s} {'P(tie best)':>11s}")
+        for lab, r in acc["ranking"].items():
+            print(f"{acc['labs'][lab][:34]:34s} {r['tie_rate']:8.2f} {r['mean_tied_plans']:5.2f} {r['top1_or_tied']:8.2f} "
+                  f"{r['mean_p_tied_best']:11.2f}")
+    if not doc["speed"]:
+        return
     print("\n== speed (batched = one solve for all twins x plans; loop = one solve per plan, twins batched; "
           "pair loop = one solve per twin x plan) ==")
     for s in doc["speed"]:
@@ -393,6 +460,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=None, help="training mini-batch (default: TrainConfig's)")
     ap.add_argument("--patients", type=int, default=None, help="cohort size per confounding level (500; quick 100)")
+    ap.add_argument("--reuse-model", action="store_true",
+                    help="reuse the cohort, store and model of an earlier run in --workdir (same settings)")
+    ap.add_argument("--skip-speed", action="store_true", help="measure accuracy and ranking only, not speed")
     a = ap.parse_args(argv)
     quick = a.quick
     a.patients = a.patients or (100 if quick else 500)
@@ -417,7 +487,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             twins = acc.pop("_twins")
             doc["accuracy"].append(acc)
         reps = 1 if quick else 2
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        devices = [] if a.skip_speed else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         for dev in devices:
             doc["speed"].append(time_speed(twins, 1, 32, 8, dev, reps))
             doc["speed"].append(time_speed(twins, 200 if quick else 1000, 8, 1, dev, reps))

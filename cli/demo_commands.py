@@ -166,15 +166,18 @@ def _report(s: dict[str, Any]) -> str:
     ref = r["plans"][0].get("reference") or ""
     lines += ["", "## What-if: metformin, no treatment, current therapy", "", "![scenarios](scenarios.png)", "",
               f"Objective: *{r['objective']}*. Probability that the top plan is truly best under the twin's "
-              f"uncertainty: {r['p_top_is_best']:.0%}. HbA1c on day 180{' in ' + unit if unit else ''}: median and "
+              f"uncertainty (with the ensemble members' disagreement about the effects): {r['p_top_is_best']:.0%}."
+              + (f" **Tie**: {', '.join(r['tied'])} (the top plan's paired advantage has a 5–95 % interval "
+                 f"containing 0); probability that the best is one of them: {r['p_tied_best']:.0%}."
+                 if len(r.get('tied', [])) > 1 else "") + f" HbA1c on day 180{' in ' + unit if unit else ''}: median and "
               f"5–95 % interval; Δ: the plan minus *{ref}*, computed sample by sample (the same draws of the twin's "
               "uncertainty under both plans), with its 5–95 % interval.", "",
-              "| rank | plan | HbA1c day 180 | Δ vs reference | P(constraints hold) | P(best) |",
-              "| ---: | --- | ---: | ---: | ---: | ---: |"]
+              "| rank | plan | HbA1c day 180 | Δ vs reference | P(constraints hold) | P(best) | tied with top |",
+              "| ---: | --- | ---: | ---: | ---: | ---: | --- |"]
     for e in r["plans"]:
         diff = "reference" if e["plan"] == ref else f"{e['diff_median']:+.2f} [{e['diff_lo']:+.2f}, {e['diff_hi']:+.2f}]"
         lines.append(f"| {e['rank']} | {_cell(e['plan'])} | {e['median']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}] | {diff} | "
-                     f"{e['p_feasible']:.0%} | {e['p_best']:.0%} |")
+                     f"{e['p_feasible']:.0%} | {e['p_best']:.0%} | {'yes' if e.get('tied_with_top') else 'no'} |")
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in s["seconds"].items()), ""]
     return "\n".join(lines)
 

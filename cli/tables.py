@@ -154,10 +154,14 @@ def ranking_table(ranking: Ranking, unit: str, width: int, percent: bool = False
     reference = ranking.entries[0].reference
     ref = next((e for e in ranking.entries if e.plan == reference), ranking.entries[0])
     d = _decimals(k * ref.median)
-    t = Table(title=escape(f"ranking: {ranking.objective}; P(top plan is truly best) = {ranking.p_top_is_best:.2f}"),
+    tie = (f"; tied: {', '.join(ranking.tied)}, P(the best is one of them) = {ranking.p_tied_best:.2f}"
+           if len(ranking.tied) > 1 else "")
+    t = Table(title=escape(f"ranking: {ranking.objective}; P(top plan is truly best) = {ranking.p_top_is_best:.2f}{tie}"),
               caption=escape(f"value: the target on the objective's day{' in ' + unit if unit else ''}, "
                              f"median [5–95 %]; Δ: plan − {reference}, from paired samples; "
-                             "P(ok): the constraints hold up to that day; P(best): the plan is the best one"))
+                             "P(ok): the constraints hold up to that day; P(best): the plan is the best one, "
+                             "with the ensemble members' disagreement; =: tied with the top plan (the top's "
+                             "paired advantage over it has a 5–95 % interval containing 0)"))
     t.add_column("#", justify="right", no_wrap=True)
     t.add_column("plan", ratio=1, overflow="fold", min_width=12)
     wide = width >= WIDE
@@ -167,7 +171,8 @@ def ranking_table(ranking: Ranking, unit: str, width: int, percent: bool = False
         value = _interval(k * e.median, k * e.lo, k * e.hi, d)
         diff = _difference(e.plan, reference, k * e.diff_median, k * e.diff_lo, k * e.diff_hi, d + 1)
         cells = [value, diff] if wide else [f"{value}\n{'Δ ' + diff if e.plan != reference else diff}"]
-        t.add_row(str(e.rank), escape(e.plan), *cells, f"{e.p_feasible:.2f}", f"{e.p_best:.2f}")
+        place = f"={e.rank}" if e.tied_with_top and e.rank > 1 else str(e.rank)
+        t.add_row(place, escape(e.plan), *cells, f"{e.p_feasible:.2f}", f"{e.p_best:.2f}")
     return t
 
 

@@ -8,9 +8,19 @@ that day, e.g. ``minimise HbA1c at 180d subject to eGFR > 45`` or
 Per sample of the twin (samples are paired across plans, see :mod:`scenarios.result`), a plan
 scores its target value if all constraints hold and is infeasible otherwise. Plans that meet
 the constraints with probability ≥ ``feasibility`` rank first, by median score; the rest follow
-by probability of meeting them. ``p_best`` of a plan is the share of samples in which it is the
-best feasible plan, so ``p_best`` of the top plan is the probability that it is truly best
-under the twin's own uncertainty.
+by probability of meeting them.
+
+How sure: the plans' *differences* are what decides which is best, and the largest
+uncertainty about a difference is the model's about the treatment effect, which the ensemble
+members' disagreement measures (sample ``s`` comes from member ``s mod M``). A few members
+under-state it (three points are a poor picture of a spread), so :func:`outcome_draws` keeps
+each sample's within-member part (its shared level, latent draw, noise: paired across plans)
+and redraws the between-member part from a Gaussian with the members' sample covariance of
+the plans' scores, times ``1 + 1/M`` (the truth as one more member, the members' mean itself
+uncertain). ``p_best`` of a plan is the share of these draws in which it is the best feasible
+plan (plans equal within a draw share it). The *advantage* of the top plan over each other
+plan is the paired difference of their draws; when its 5–95 % interval contains zero the
+two are reported as **tied**: the ranking does not tell them apart, whatever ``p_best`` says.
 """
 
 from __future__ import annotations
@@ -26,7 +36,10 @@ from core.durations import DURATION_PATTERN, days_of
 from core.errors import PlanError
 from scenarios.result import ScenarioResult, Threshold
 
-__all__ = ["Objective", "RankedPlan", "Ranking", "rank"]
+__all__ = ["EFFECT_DRAWS", "Objective", "RankedPlan", "Ranking", "outcome_draws", "p_best_of", "rank"]
+
+#: Draws of the plans' joint outcome behind ``p_best`` and the advantages (see the module docstring).
+EFFECT_DRAWS = 2048
 
 _OBJ = re.compile(rf"^\s*(min(?:imi[sz]e)?|max(?:imi[sz]e)?)\s+(.+?)\s+(?:at|by)\s+{DURATION_PATTERN}\s*(?:(?:subject\s+to|s\.t\.|where|with)\s+(.+))?$", re.I)
 
@@ -81,8 +94,11 @@ class RankedPlan:
 
     ``median``/``lo``/``hi``: the objective's target (lab value, or risk as a probability) on the
     objective's day under this plan; ``diff_*``: this plan minus the ``reference`` plan, computed
-    sample by sample (paired, see :mod:`scenarios.result`), so its interval holds only the
-    uncertainty about the difference; the reference's own difference is 0.
+    draw by draw (paired, see :mod:`scenarios.result`, with the members' disagreement, see the
+    module docstring), so its interval holds only the uncertainty about the difference; the
+    reference's own difference is 0. ``advantage_*``: how much better the top plan is than this
+    one (in the objective's direction, > 0: the top is better), paired; ``tied_with_top``: its
+    interval contains zero (the top plan itself is tied with itself).
     """
 
     plan: str
@@ -96,6 +112,10 @@ class RankedPlan:
     diff_median: float = 0.0
     diff_lo: float = 0.0
     diff_hi: float = 0.0
+    advantage_median: float = 0.0
+    advantage_lo: float = 0.0
+    advantage_hi: float = 0.0
+    tied_with_top: bool = False
 
 
 @dataclass
@@ -114,15 +134,34 @@ class Ranking:
 
     @property
     def p_top_is_best(self) -> float:
-        """Probability (over the twin's samples) that the top-ranked plan is truly the best."""
+        """Probability (over the twin's uncertainty) that the top-ranked plan is truly the best."""
         return self.entries[0].p_best
+
+    @property
+    def tied(self) -> list[str]:
+        """The top plan and every plan tied with it (its advantage's interval contains zero)."""
+        return [e.plan for e in self.entries if e.tied_with_top]
+
+    @property
+    def p_tied_best(self) -> float:
+        """Probability that the best plan is one of :attr:`tied`."""
+        return float(sum(e.p_best for e in self.entries if e.tied_with_top))
+
+    @property
+    def verdict(self) -> str:
+        """One line: the top plan and how sure, or the plans it is tied with."""
+        if len(self.tied) == 1:
+            return f"top plan {self.top.plan}: P(truly best) {self.p_top_is_best:.0%}"
+        return (f"tie between {', '.join(self.tied)} (the top plan's advantage interval contains 0); "
+                f"P(the best is one of them) {self.p_tied_best:.0%}")
 
     def order(self) -> list[str]:
         return [e.plan for e in self.entries]
 
     def to_dict(self) -> dict[str, Any]:
         return {"patient": self.patient, "objective": self.objective, "target": self.target,
-                "p_top_is_best": self.p_top_is_best, "plans": [asdict(e) for e in self.entries]}
+                "p_top_is_best": self.p_top_is_best, "tied": self.tied, "p_tied_best": self.p_tied_best,
+                "verdict": self.verdict, "plans": [asdict(e) for e in self.entries]}
 
 
 def objective_samples(result: ScenarioResult, objective: Objective, patient: str | int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -143,28 +182,67 @@ def objective_samples(result: ScenarioResult, objective: Objective, patient: str
     return score.astype(np.float64), feasible
 
 
+def outcome_draws(score: np.ndarray, members: int, *, n_draws: int = EFFECT_DRAWS, seed: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Draws ``[R, P]`` of the plans' scores with the members' disagreement redrawn, and the
+    sample each draw's within-member part comes from (``[R]``).
+
+    ``score`` ``[S, P]``: paired samples, sample ``s`` from member ``s mod members``. Member
+    ``k``'s mean scores ``e_k`` give the between-member deviations ``D_k = e_k - mean(e)``; draw
+    ``r`` is ``mean(e) + sqrt((1 + 1/M) / (M - 1)) · Σ_k g_rk D_k + (score[s] - e_k(s))`` with
+    ``s = r mod S`` and ``g`` standard normal, so the between-member part has the members'
+    sample covariance times ``1 + 1/M``. With fewer than 2 members (or samples than members)
+    there is no disagreement to read, and the draws are the samples themselves.
+    """
+    s, p = score.shape
+    if members < 2 or s < members:
+        return score.copy(), np.arange(s)
+    k_of = np.arange(s) % members
+    e = np.stack([score[k_of == k].mean(axis=0) for k in range(members)])  # [M, P]
+    centre = e.mean(axis=0)
+    dev = e - centre
+    rows = np.arange(max(n_draws, s)) % s
+    g = np.random.default_rng(seed).standard_normal((len(rows), members))
+    scale = math.sqrt((1.0 + 1.0 / members) / (members - 1))
+    return centre + scale * (g @ dev) + (score[rows] - e[k_of[rows]]), rows
+
+
+def p_best_of(draws: np.ndarray, feasible: np.ndarray) -> np.ndarray:
+    """Share ``[P]`` of the draws ``[R, P]`` (lower is better) in which each plan is the best
+    feasible one; plans equal to the best within a draw (to 1e-9 relative) share that draw."""
+    penal = np.where(feasible, draws, np.inf)
+    best = penal.min(axis=1, keepdims=True)
+    ok = np.isfinite(best)
+    win = ok & (penal <= best + 1e-9 * np.maximum(1.0, np.abs(np.where(ok, best, 0.0))))
+    share = win / np.maximum(win.sum(axis=1, keepdims=True), 1)
+    return share.mean(axis=0)
+
+
 def rank(result: ScenarioResult, objective: Objective | str, patient: str | int | None = None) -> Ranking:
     """Rank the plans of ``patient`` (the only one when ``None``) in ``result`` by ``objective``."""
     obj = Objective.parse(objective) if isinstance(objective, str) else objective
     pi = result.patient_index(patient)
     score, feasible = objective_samples(result, obj, pi)
-    S, P = score.shape
-    penal = np.where(feasible, score, np.inf)
-    any_ok = np.isfinite(penal).any(axis=1)
-    winner = np.argmin(penal, axis=1)
-    p_best = np.array([float(np.mean((winner == p) & any_ok)) for p in range(P)])
+    P = score.shape[1]
+    draws, rows = outcome_draws(score, result.members, seed=result.seed)
+    feas = feasible[rows]
+    p_best = p_best_of(draws, feas)
     p_feas = feasible.mean(axis=0)
     med, lo, hi = result.summarise(score)
     sign = 1.0 if obj.sense == "min" else -1.0
     ref = result.plan_index(result.reference)
-    d_med, d_lo, d_hi = result.summarise(sign * (score - score[:, ref : ref + 1]))  # paired, in the target's units
+    d_med, d_lo, d_hi = result.summarise(sign * (draws - draws[:, ref : ref + 1]))  # paired, in the target's units
     ok = p_feas >= obj.feasibility - 1e-12
     order = sorted(range(P), key=lambda p: (0, med[p], -p_best[p]) if ok[p] else (1, -p_feas[p], med[p]))
+    top = order[0]
+    a_med, a_lo, a_hi = result.summarise(draws - draws[:, top : top + 1])  # > 0: the top plan is better
     entries = []
     for r, p in enumerate(order, start=1):
         a, b = sorted((sign * lo[p], sign * hi[p]))
+        tied = p == top or bool(ok[p] and ok[top] and a_lo[p] <= 0.0 <= a_hi[p])
         entries.append(RankedPlan(result.plans[p], r, float(sign * med[p]), float(a), float(b),
                                   float(p_feas[p]), float(p_best[p]), result.reference, float(d_med[p]),
-                                  float(d_lo[p]), float(d_hi[p])))
+                                  float(d_lo[p]), float(d_hi[p]), float(a_med[p]), float(a_lo[p]), float(a_hi[p]),
+                                  tied))
     target = obj.target if obj.is_risk else result.labs[result.lab_index(obj.target)]
     return Ranking(result.patients[pi], str(obj), entries, target)

@@ -137,9 +137,14 @@ class ScenarioResult:
     sample_times: np.ndarray | None = None
     bands: dict[str, np.ndarray] | None = None
     crossings: np.ndarray | None = None
+    #: Ensemble members the samples come from: sample ``s`` is member ``s mod members``'s
+    #: (1: unknown or one member). :func:`scenarios.rank.rank` reads the members' disagreement from it.
+    members: int = 1
 
     def __post_init__(self) -> None:
         S, N, P, T, L = self.lab_samples.shape
+        if self.members < 1:
+            raise ValueError(f"members must be >= 1, got {self.members}")
         kept = self.times if self.sample_times is None else self.sample_times
         if (N, P, T, L) != (len(self.patients), len(self.plans), len(kept), len(self.labs)):
             raise ValueError(f"lab_samples shape {self.lab_samples.shape} does not match "

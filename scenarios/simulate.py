@@ -14,7 +14,9 @@ are shared across plans so that plan differences and rankings are paired (see be
 Uncertainty: sample ``s`` of a twin draws its initial latent state ``z0 = mu + sigma·eps_s``
 (epistemic) and, with ``observation_noise``, a lab-noise draw ``eta_s`` (aleatoric). Both draws
 are shared by all plans of that twin (common random numbers), so differences between plans
-and rankings are paired comparisons. Everything is drawn from one ``torch.Generator`` seeded
+and rankings are paired comparisons. With noise, the samples' spread around each median is
+scaled by the checkpoint's interval calibration (per lab and day, :mod:`twin.calibration`), as
+the forecast bands are. Everything is drawn from one ``torch.Generator`` seeded
 by ``seed``: the same call gives the same numbers.
 """
 
@@ -256,6 +258,8 @@ def run_prepared(
                                         ("risk_median", n_e), ("risk_lo", n_e), ("risk_hi", n_e))}
     crossings = None if keep is None else np.empty((len(thresholds), s, n, p), np.float64)
     lo_q, hi_q = _QUANTILES
+    cal = getattr(model, "interval_calibration", None)
+    calibration = torch.from_numpy(cal.scale(labs, times)).float() if cal is not None else None  # [Q, L]
     report = on_progress or (lambda frac, message: None)
     total = math.ceil(n / twins_per_chunk) * math.ceil(columns / cols_per_chunk)
     done = 0
@@ -290,6 +294,9 @@ def run_prepared(
         if observation_noise:
             eta = torch.stack([e for _, e in draws if e is not None])  # [n_c, S, Q, L]
             mean.add_(logvar.mul_(0.5).exp_().mul_(eta.unsqueeze(2)))
+            if calibration is not None:  # observed values' spread, scaled as forecast bands are (twin.calibration)
+                centre = mean.median(dim=1, keepdim=True).values
+                mean.sub_(centre).mul_(calibration).add_(centre)
         del logvar
         values = mean.mul_(lab_std).add_(lab_mean).transpose(0, 1).numpy()  # [S, n_c, P, Q, L], transformed
         for j, kind in transforms.items():  # back in each target's own unit (transforms are monotone)
@@ -316,7 +323,8 @@ def run_prepared(
         times=times, labs=labs, lab_samples=lab_out, events=events, risk_samples=risk_out,
         lab_names=dict(vocab.target_names), lab_units=dict(vocab.target_units), thresholds=list(thresholds),
         flags=[f for f in run.flags if f.plan in names], seed=int(seed), horizon_days=run.horizon_days,
-        sample_times=None if keep is None else times[keep], bands=bands, crossings=crossings, quantiles=_QUANTILES)
+        sample_times=None if keep is None else times[keep], bands=bands, crossings=crossings, quantiles=_QUANTILES,
+        members=n_m)
 
 
 def _day_indices(times: np.ndarray, days: Sequence[float]) -> np.ndarray:

@@ -359,7 +359,8 @@ def scenario_bundle(run: ScenarioRun, stamp: ModelStamp, *, now: datetime | None
         if plan in ranked:
             rp = ranked[plan]
             notes.append({"text": f"rank {rp.rank} under '{objective}' (objective median {rp.median:.3g} [{rp.lo:.3g}, "
-                                  f"{rp.hi:.3g}], P(constraints) {rp.p_feasible:.2f}, P(best) {rp.p_best:.2f})"})
+                                  f"{rp.hi:.3g}], P(constraints) {rp.p_feasible:.2f}, P(best) {rp.p_best:.2f}"
+                                  + (", tied with the top plan" if rp.tied_with_top and rp.rank > 1 else "") + ")"})
         entries.append(_entry(plan_url, {
             "resourceType": "CarePlan", "status": "draft", "intent": "proposal", "title": plan,
             "description": next((p.description for p in run.plans if p.name == plan and p.description),

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from core.errors import TwinError
 from graph.schema import NodeType
 from graph.store.base import GraphStore
+from twin.calibration import fit_interval_calibration
 from twin.config import TrainConfig
 from twin.distributed import Ranks, all_reduce_grads, gather_dict, process_group, sum_over_ranks
 from twin.features import (
@@ -346,6 +347,8 @@ def _train(store: GraphStore, cfg: TrainConfig, out: str | Path, patient_ids: li
     if ranks is not None and not ranks.is_main:
         return report
     ens.report = {k: v for k, v in report.to_dict().items() if k != "members"}
+    report_progress(0.99, "calibrating the forecast intervals on the validation origins")
+    ens.interval_calibration = fit_interval_calibration(ens, val_ex, seed=cfg.seed) if val_ex else None
     ens.to("cpu").save(ckpt)
     tmp = ckpt.with_suffix(".report.json.tmp")
     tmp.write_text(json.dumps(report.to_dict(), indent=2, default=_json_default))

@@ -71,6 +71,12 @@ def test_scenarios_compare_and_rank(live: LiveServer, pid: str, plans: list[dict
     ranking = doc["ranking"]
     assert sorted(e["plan"] for e in ranking["plans"]) == sorted(doc["plans"])
     assert 0.0 <= ranking["p_top_is_best"] <= 1.0
+    # near-ties are reported as ties: the top plan and those whose advantage interval contains 0
+    assert ranking["tied"][0] == ranking["plans"][0]["plan"]
+    assert ranking["tied"] == [e["plan"] for e in ranking["plans"] if e["tied_with_top"]]
+    assert all(e["advantage_lo"] <= 0 <= e["advantage_hi"] for e in ranking["plans"] if e["tied_with_top"])
+    assert ranking["p_tied_best"] == pytest.approx(sum(e["p_best"] for e in ranking["plans"] if e["tied_with_top"]))
+    assert ranking["verdict"]
 
 
 def test_scenario_errors_name_the_plan(live: LiveServer, pid: str, plans: list[dict], treatment: dict) -> None:

@@ -152,3 +152,23 @@ def test_a_bare_builtin_name_as_plan_hints_at_builtin(tmp_path: Path) -> None:
         assert hint in reason
     r = CliRunner().invoke(app, ["simulate", "p1", "--plan", "missing.yaml", "--json"])
     assert json.loads(r.stdout)["error"]["reason"] == "no plan file 'missing.yaml'"
+
+
+def test_ranking_table_marks_plans_tied_with_the_top_and_says_so_in_the_title() -> None:
+    from cli.tables import ranking_table
+    from scenarios.rank import RankedPlan, Ranking
+
+    entries = [RankedPlan("combination", 1, 6.80, 6.39, 7.12, 1.0, 0.55, "no treatment", -0.4, -0.6, -0.2,
+                          tied_with_top=True),
+               RankedPlan("metformin", 2, 6.81, 6.39, 7.13, 1.0, 0.43, "no treatment", -0.39, -0.6, -0.2,
+                          0.005, -0.02, 0.03, True),
+               RankedPlan("no treatment", 3, 7.2, 6.8, 7.6, 1.0, 0.02, "no treatment", 0.0, 0.0, 0.0, 0.4, 0.2, 0.6,
+                          False)]
+    r = Ranking("p1", "minimise HbA1c at 180d", entries, "4548-4")
+    assert r.tied == ["combination", "metformin"] and r.p_tied_best == pytest.approx(0.98)
+    con = Console(width=120, record=True)
+    con.print(ranking_table(r, "%", 120))
+    raw = con.export_text()
+    text = " ".join(raw.split())
+    assert "P(top plan is truly best) = 0.55; tied: combination, metformin, P(the best is one of them) = 0.98" in text
+    assert [c[0] for c in _cells(raw)] == ["1", "=2", "3"]

@@ -132,3 +132,72 @@ def test_ranking_reports_the_paired_difference_from_the_reference_plan() -> None
     up = {e.plan: e for e in rank(res, "maximise HbA1c at 180d").entries}
     assert up["better"].diff_median == pytest.approx(-0.8, abs=1e-5)
     assert r.to_dict()["plans"][0]["diff_median"] == pytest.approx(-0.8, abs=1e-5)
+
+
+def test_outcome_draws_redraw_the_members_disagreement_with_its_covariance_times_one_plus_one_over_m() -> None:
+    from scenarios.rank import outcome_draws
+
+    # 3 members, 30 samples; plan a - plan b is the member's effect, the level is shared (paired)
+    effect = np.array([-0.1, 0.05, 0.08])
+    level = 7.0 + np.random.default_rng(0).standard_normal(30)
+    score = np.stack([level + effect[np.arange(30) % 3], level], axis=1)
+    draws, rows = outcome_draws(score, 3, n_draws=60_000, seed=1)
+    d = draws[:, 0] - draws[:, 1]
+    assert rows.shape == (60_000,) and (rows == np.arange(60_000) % 30).all()
+    assert d.mean() == pytest.approx(effect.mean(), abs=2e-3)
+    assert d.var() == pytest.approx((1 + 1 / 3) * effect.var(ddof=1), rel=0.03)  # 0.00960
+    # the within-member part is kept sample by sample: the shared level cancels in the difference
+    assert np.allclose(draws[:, 1] - level[rows], draws[0, 1] - level[rows[0]] + (draws[:, 1] - draws[0, 1])
+                       - (level[rows] - level[rows[0]]))
+    # one member: nothing to redraw, the draws are the samples
+    same, r1 = outcome_draws(score, 1)
+    assert np.array_equal(same, score) and np.array_equal(r1, np.arange(30))
+
+
+def _members_result(delta: float, member_effects: list[float], s: int = 300) -> ScenarioResult:
+    """Plan 'a' = plan 'b' + delta + member k's own effect error (sample s from member s mod M)."""
+    m = len(member_effects)
+    level = 7.5 + 0.4 * np.random.default_rng(5).standard_normal(s)
+    res = make_result({"b": level, "a": level + delta + np.asarray(member_effects)[np.arange(s) % m]})
+    res.members = m
+    return res
+
+
+def test_a_near_tie_is_reported_as_a_tie_and_a_clear_win_is_not() -> None:
+    # the issue's case: the medians differ by 0.005 %, the members disagree about the effect by ~0.02
+    r = rank(_members_result(-0.005, [-0.02, 0.01, 0.025]), "minimise HbA1c at 180d")
+    assert r.order() == ["a", "b"] or r.order() == ["b", "a"]
+    assert r.tied == r.order() and r.entries[1].tied_with_top
+    assert r.entries[1].advantage_lo < 0 < r.entries[1].advantage_hi
+    assert 0.3 < r.p_top_is_best < 0.75 and r.p_tied_best == pytest.approx(1.0)
+    assert r.to_dict()["tied"] == r.order() and "tie between" in r.verdict
+    # the same members' disagreement against a large effect: a clear, sure win
+    w = rank(_members_result(-0.5, [-0.02, 0.01, 0.025]), "minimise HbA1c at 180d")
+    assert w.order() == ["a", "b"] and w.tied == ["a"] and not w.entries[1].tied_with_top
+    assert w.p_top_is_best == pytest.approx(1.0) and w.entries[1].advantage_lo > 0.4
+    assert w.verdict == "top plan a: P(truly best) 100%"
+    # members unknown: p_best is the share of samples won (a wins in member 0's third only)
+    one = _members_result(-0.005, [-0.02, 0.01, 0.025])
+    one.members = 1
+    assert {e.plan: e.p_best for e in rank(one, "minimise HbA1c at 180d").entries} == pytest.approx({"a": 1 / 3, "b": 2 / 3})
+    # members that agree exactly leave nothing to redraw: a consistent small difference stays sure
+    agree = rank(_members_result(-0.005, [0.0, 0.0, 0.0]), "minimise HbA1c at 180d")
+    assert agree.p_top_is_best == pytest.approx(1.0) and agree.tied == ["a"]
+
+
+def test_plans_equal_in_every_sample_share_p_best_and_are_tied() -> None:
+    level = 7.0 + np.random.default_rng(2).standard_normal(50)
+    r = rank(make_result({"a": level, "b": level.copy(), "c": level + 1.0}), "minimise HbA1c at 180d")
+    by = {e.plan: e for e in r.entries}
+    assert by["a"].p_best == pytest.approx(0.5) and by["b"].p_best == pytest.approx(0.5) and by["c"].p_best == 0.0
+    assert sorted(r.tied) == ["a", "b"] and not by["c"].tied_with_top
+
+
+def test_p_best_of_splits_ties_and_skips_infeasible_draws() -> None:
+    from scenarios.rank import p_best_of
+
+    draws = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 1.0], [1.0, 1.0, 1.0], [5.0, 0.0, 9.0]])
+    feasible = np.array([[True] * 3, [True] * 3, [True] * 3, [True, False, True]])
+    # row 1: a; row 2: c; row 3: a, b, c a third each; row 4: b infeasible, a wins
+    assert p_best_of(draws, feasible) == pytest.approx([(1 + 1 / 3 + 1) / 4, (1 / 3) / 4, (1 + 1 / 3) / 4])
+    assert p_best_of(draws, np.zeros_like(feasible)).sum() == 0.0

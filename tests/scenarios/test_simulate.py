@@ -14,6 +14,7 @@ from scenarios.plan import Action, TreatmentPlan
 from scenarios.result import Threshold
 from scenarios.simulate import prepare, simulate
 from twin.features import dose_schedule
+from twin.spec import forward_transform
 
 CONT, NONE = TreatmentPlan.continue_current(), TreatmentPlan.no_treatment()
 HIGH = TreatmentPlan(name="D1 2000", actions=(Action(treatment="D1", dose=2000),))
@@ -260,3 +261,34 @@ def _leaves(doc: object, path: str = "") -> dict[str, object]:
     if isinstance(doc, list):
         return {k: v for i, val in enumerate(doc) for k, v in _leaves(val, f"{path}/{i}").items()}
     return {path: doc}
+
+
+def test_samples_with_noise_are_scaled_by_the_interval_calibration_and_record_the_members(treated_twin) -> None:
+    from twin.calibration import IntervalCalibration
+
+    ens = treated_twin.model
+    labs = ens.spec.vocab.target_labs
+    kw = dict(n_samples=9, seed=3, query_days=[0.0, 30.0, 90.0])
+    assert ens.interval_calibration is None
+    plain = simulate(treated_twin, [NONE, CONT], 90, **kw)
+    assert plain.members == len(ens.members) == 2
+    try:
+        ens.interval_calibration = IntervalCalibration((0.0, 90.0), {c: (2.0, 4.0) for c in labs})
+        scaled = simulate(treated_twin, [NONE, CONT], 90, **kw)
+        quiet = simulate(treated_twin, [NONE, CONT], 90, observation_noise=False, **kw)
+    finally:
+        ens.interval_calibration = None
+    # every sample's distance from its plan's median (the 5th of 9) on the model's scale, times
+    # 2, 2 2/3 and 4 on days 0, 30 and 90 (linear between the nodes 0 and 90)
+    kinds = [ens.spec.norms.transforms.get(c, "identity") for c in labs]
+
+    def model_scale(x: np.ndarray) -> np.ndarray:
+        return np.stack([forward_transform(t, x[..., j]) for j, t in enumerate(kinds)], axis=-1)
+
+    a, b = model_scale(plain.lab_samples), model_scale(scaled.lab_samples)
+    k = np.array([2.0, 8.0 / 3.0, 4.0])[None, None, None, :, None]
+    centre = np.median(a, axis=0, keepdims=True)
+    np.testing.assert_allclose(b - centre, k * (a - centre), rtol=1e-4, atol=1e-3)
+    # without observation noise the samples are the trajectories' own, not an observation's band
+    np.testing.assert_allclose(quiet.lab_samples, simulate(treated_twin, [NONE, CONT], 90, observation_noise=False,
+                                                           **kw).lab_samples)

@@ -18,6 +18,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from core.errors import ModelError
+from twin.calibration import IntervalCalibration
 from twin.config import ModelConfig
 from twin.features.hetero import FeatureSpec, node_dims
 from twin.features.records import PatientRecords
@@ -46,6 +47,8 @@ class TwinEnsemble:
     model_config: ModelConfig
     train_config: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    #: Per-lab, per-horizon scale of the forecast band fitted on validation origins (``None``: not fitted).
+    interval_calibration: IntervalCalibration | None = None
     encodings: EncodingCache = field(default_factory=EncodingCache, repr=False, compare=False)
     _stacked: dict[tuple[int, ...], tuple[list[torch.Tensor], list[tuple[int, int]], StackedMembers]] = field(default_factory=dict, init=False, repr=False,
                                                                          compare=False)
@@ -110,6 +113,7 @@ class TwinEnsemble:
             "image_encoder": self.image_encoder.state(),
             "members": [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in self.members],
             "report": self.report,
+            "interval_calibration": self.interval_calibration.to_dict() if self.interval_calibration else None,
         }
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
@@ -144,7 +148,12 @@ class TwinEnsemble:
             m.load_state_dict(state)
             m.eval()
             members.append(m)
-        ens = cls(members, spec, ImageEncoder.from_state(doc["image_encoder"]), cfg, doc["train_config"], doc["report"])
+        try:
+            cal = IntervalCalibration.from_dict(doc["interval_calibration"]) if doc.get("interval_calibration") else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"model checkpoint {path}: its interval calibration is invalid: {exc}") from exc
+        ens = cls(members, spec, ImageEncoder.from_state(doc["image_encoder"]), cfg, doc["train_config"], doc["report"],
+                  cal)
         return ens.to(device)
 
 

@@ -551,11 +551,12 @@
 
   function ranking(r) {
     return el("div", { id: "ranking" },
-      el("h4", { text: `Ranking by “${r.objective}” · P(top plan is best) ${pct(r.p_top_is_best)}` }),
+      el("h4", { text: `Ranking by “${r.objective}” · P(top plan is best) ${pct(r.p_top_is_best)}` +
+        ((r.tied || []).length > 1 ? ` · tied: ${r.tied.join(", ")} (P(best is one of them) ${pct(r.p_tied_best)})` : "") }),
       el("table", {}, el("thead", {}, el("tr", {}, ["rank", "plan", "median", "5 %", "95 %", "P(feasible)", "P(best)"]
         .map((h) => el("th", { text: h })))),
       el("tbody", {}, r.plans.map((p) => el("tr", { "data-plan": p.plan },
-        el("td", { class: "rank", text: String(p.rank) }), el("td", { text: p.plan }),
+        el("td", { class: "rank", text: (p.tied_with_top && p.rank > 1 ? "=" : "") + String(p.rank) }), el("td", { text: p.plan }),
         el("td", { class: "median", text: fmt(p.median) }), el("td", { class: "lo", text: fmt(p.lo) }),
         el("td", { class: "hi", text: fmt(p.hi) }), el("td", { text: pct(p.p_feasible) }),
         el("td", { text: pct(p.p_best) }))))));
