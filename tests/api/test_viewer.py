@@ -235,7 +235,8 @@ def test_viewer_end_to_end(live: LiveServer, cohort: Cohort, model: dict[str, An
     ranked = d.find_elements(*_by("#ranking tbody tr"))
     assert [e.get_attribute("data-plan") for e in ranked] == [p["plan"] for p in sc["ranking"]["plans"]]
     for row, p in zip(ranked, sc["ranking"]["plans"], strict=True):
-        assert row.find_element(*_by("td.rank")).text == str(p["rank"])
+        tie = "=" if p["tied_with_top"] and p["rank"] > 1 else ""  # a plan tied with the top: "=2"
+        assert row.find_element(*_by("td.rank")).text == tie + str(p["rank"])
         for cls in ("median", "lo", "hi"):
             _close(row.find_element(*_by(f"td.{cls}")).text, p[cls])
     table = d.find_element("id", "comparison")
