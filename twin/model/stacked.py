@@ -24,7 +24,7 @@ from torch_geometric.data import Batch, HeteroData
 from torch_geometric.nn import HeteroConv, SAGEConv
 from torchdiffeq import odeint
 
-from twin.model.twin_model import Encoded, TwinModel
+from twin.model.twin_model import Encoded, TwinModel, cumulative_dose
 
 __all__ = ["StackedMembers", "StackedRollout"]
 
@@ -240,10 +240,13 @@ class StackedMembers:
             self.wd_z, self.wd_rest = _split(wd1, (lat, st + 4 * n_l))
             self.wd2, self.bd2 = _linear([d.net[2] for d in dec])
             self.change_scale = _stack([torch.exp(d.log_scale) for d in dec]).unsqueeze(1)  # [M, 1, L]
+            self.offset_scale = _stack([torch.exp(d.offset_log_scale) for d in dec]).unsqueeze(1)  # [M, 1, L]
             self.min_logvar, self.max_logvar = dec[0].min_logvar, dec[0].max_logvar
             self.effect_bias = _stack([m.effect_bias for m in members])  # [M, L, D]
             self.effect_slope = _stack([m.effect_slope for m in members])
             self.rate_bias = _stack([m.rate_bias for m in members])
+            self.pulse_bias = _stack([m.pulse_bias for m in members])
+            self.pulse_slope = _stack([m.pulse_slope for m in members])
             self.effect_context = _stack([m.effect_context.weight.t() for m in members])  # [M, S, L*D]
             self.rate_context = _stack([m.rate_context.weight.t() for m in members])
             self.lasting = cast(Tensor, first.lasting).detach()
@@ -316,13 +319,16 @@ class StackedMembers:
         self.field.bind(doses, s)
         states = odeint(self.field, y0, times / unit, method=self.cfg.solver, options={"step_size": step / unit})
         st = states[at[2:]]  # [Q, M, R, N], in the order asked
-        return self._decode(enc, st, e0, rows, t_query)
+        given = cumulative_dose(doses, tq.unsqueeze(0).expand(n_sched, -1)).repeat_interleave(rows_per_schedule, 0)
+        return self._decode(enc, st, e0, rows, t_query, z0, given)
 
     def _decode(self, enc: Sequence[Encoded], st: Tensor, e0: Tensor, expand: Callable[[Tensor], Tensor],
-                t_query: Tensor) -> StackedRollout:
+                t_query: Tensor, z0: Tensor, dose_given: Tensor) -> StackedRollout:
         """Lab means/log-variances and cumulative hazards ``[M, R, Q, ...]`` from the states ``st``
-        ``[Q, M, R, N]`` at the query days; ``expand`` maps per-graph tensors ``[M, G, ...]`` to
-        rows ``[M, R, ...]``."""
+        ``[Q, M, R, N]`` at the query days of the trajectories from ``z0`` ``[M, R, latent]``
+        with the doses ``dose_given`` ``[R, Q, D]`` given up to the query days
+        (:class:`~twin.model.decoders.LabDecoder`); ``expand`` maps per-graph tensors ``[M, G, ...]``
+        to rows ``[M, R, ...]``."""
         lat, d, k, n_l = self.cfg.latent, self.n_drugs, self.n_events, self.n_labs
         q, n_m, r, _ = st.shape
         e_ = enc[0]
@@ -335,19 +341,24 @@ class StackedMembers:
                           e_.n_obs.expand(n_m, -1, -1)], dim=-1)
         const = expand(torch.baddbmm(self.bd1, rest, self.wd_rest))  # [M, R, H]
         h = torch.bmm(z.reshape(n_m, r * q, lat), self.wd_z).view(n_m, r, q, -1) + const.unsqueeze(2)
-        out = torch.baddbmm(self.bd2, nn.functional.gelu(h).view(n_m, r * q, -1), self.wd2).view(n_m, r, q, 2 * n_l)
-        delta, raw = out.split(n_l, dim=-1)
+        out = torch.baddbmm(self.bd2, nn.functional.gelu(h).view(n_m, r * q, -1), self.wd2).view(n_m, r, q, 3 * n_l)
+        delta, raw, _ = out.split(n_l, dim=-1)
+        h0 = torch.bmm(z0, self.wd_z) + const  # the same network at z(0): [M, R, H]
+        delta0, _, off = torch.baddbmm(self.bd2, nn.functional.gelu(h0), self.wd2).split(n_l, dim=-1)
         logvar = self.min_logvar + (self.max_logvar - self.min_logvar) * torch.sigmoid(raw)
-        mean = expand(a.expand(n_m, -1, -1)).unsqueeze(2) + delta * self.change_scale.unsqueeze(2)
+        mean = (expand(a.expand(n_m, -1, -1)).unsqueeze(2) + (delta - delta0.unsqueeze(2)) * self.change_scale.unsqueeze(2)
+                + (off * self.offset_scale).unsqueeze(2))
         if n_l and d:
             gain = (self.effect_bias.unsqueeze(1) + self.effect_slope.unsqueeze(1) * a.view(1, -1, n_l, 1)
                     + torch.bmm(s_g, self.effect_context).view(n_m, -1, n_l, d))  # [M, G, L, D]
             rate = (self.rate_bias.unsqueeze(1) + torch.bmm(s_g, self.rate_context).view(n_m, -1, n_l, d)) * self.lasting
+            pulse = (self.pulse_bias.unsqueeze(1) + self.pulse_slope.unsqueeze(1) * a.view(1, -1, n_l, 1)) * self.lasting
             g0 = self.field.response(e0).unsqueeze(2)  # [M, G, 1, D]
             gain_r, rate_r = expand(gain), expand(rate)  # [M, R, L, D]
             # sum_d gain * (g(t) - g(0)) + rate * c(t), with one temporary of the states' size
             level = (st[..., lat + 2 * d + k:].view(q, n_m, r, n_l, d) * gain_r).sum(-1)  # [Q, M, R, L]
             level = level - expand((gain * g0).sum(-1))
             lasting = torch.matmul(st[..., lat + d + k: lat + 2 * d + k].permute(1, 2, 0, 3), rate_r.transpose(-1, -2))
+            lasting = lasting + torch.matmul(dose_given.unsqueeze(0), expand(pulse).transpose(-1, -2))
             mean = mean + level.permute(1, 2, 0, 3) + lasting
         return StackedRollout(t_query, mean, logvar, lam)
