@@ -340,11 +340,13 @@ class StackedMembers:
                           ((e_.level - e_.anchor) * e_.anchor_mask).expand(n_m, -1, -1),
                           e_.n_obs.expand(n_m, -1, -1)], dim=-1)
         const = expand(torch.baddbmm(self.bd1, rest, self.wd_rest))  # [M, R, H]
-        h = torch.bmm(z.reshape(n_m, r * q, lat), self.wd_z).view(n_m, r, q, -1) + const.unsqueeze(2)
-        out = torch.baddbmm(self.bd2, nn.functional.gelu(h).view(n_m, r * q, -1), self.wd2).view(n_m, r, q, 3 * n_l)
-        delta, raw, _ = out.split(n_l, dim=-1)
-        h0 = torch.bmm(z0, self.wd_z) + const  # the same network at z(0): [M, R, H]
-        delta0, _, off = torch.baddbmm(self.bd2, nn.functional.gelu(h0), self.wd2).split(n_l, dim=-1)
+        # the network at the query days' z(t) and at z(0), in one product (rows of one trajectory
+        # are then computed alike, whatever the other trajectories: plans agree until they differ)
+        z_all = torch.cat([z, z0.unsqueeze(2)], dim=2)  # [M, R, Q + 1, latent]
+        h = torch.bmm(z_all.reshape(n_m, r * (q + 1), lat), self.wd_z).view(n_m, r, q + 1, -1) + const.unsqueeze(2)
+        out = torch.baddbmm(self.bd2, nn.functional.gelu(h).view(n_m, r * (q + 1), -1), self.wd2).view(n_m, r, q + 1, 3 * n_l)
+        delta, raw, _ = out[:, :, :q].split(n_l, dim=-1)
+        delta0, _, off = out[:, :, q].split(n_l, dim=-1)
         logvar = self.min_logvar + (self.max_logvar - self.min_logvar) * torch.sigmoid(raw)
         mean = (expand(a.expand(n_m, -1, -1)).unsqueeze(2) + (delta - delta0.unsqueeze(2)) * self.change_scale.unsqueeze(2)
                 + (off * self.offset_scale).unsqueeze(2))
