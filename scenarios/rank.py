@@ -207,13 +207,34 @@ def outcome_draws(score: np.ndarray, members: int, *, n_draws: int = EFFECT_DRAW
     return centre + scale * (g @ dev) + (score[rows] - e[k_of[rows]]), rows
 
 
+#: Relative difference below which two plans' values count as equal: the samples are float32
+#: (a spacing of 6e-8 relative), and plans with the same doses can differ in the last bits when
+#: they are solved in different chunks.
+SAME = 1e-6
+
+
+def _levels(values: np.ndarray) -> list[int]:
+    """Rank of each value among ``values`` with neighbours equal to :data:`SAME` merged (ties
+    by float32 noise get one level)."""
+    order = np.argsort(values, kind="stable")
+    level = [0] * len(values)
+    g = 0
+    for i, p in enumerate(order):
+        prev = values[order[i - 1]] if i else None
+        if prev is not None and not abs(values[p] - prev) <= SAME * max(1.0, abs(float(values[p]))):
+            g += 1
+        level[p] = g
+    return level
+
+
 def p_best_of(draws: np.ndarray, feasible: np.ndarray) -> np.ndarray:
     """Share ``[P]`` of the draws ``[R, P]`` (lower is better) in which each plan is the best
-    feasible one; plans equal to the best within a draw (to 1e-9 relative) share that draw."""
+    feasible one; plans equal to the best within a draw (to :data:`SAME`: the samples are
+    float32) share that draw."""
     penal = np.where(feasible, draws, np.inf)
     best = penal.min(axis=1, keepdims=True)
     ok = np.isfinite(best)
-    win = ok & (penal <= best + 1e-9 * np.maximum(1.0, np.abs(np.where(ok, best, 0.0))))
+    win = ok & (penal <= best + SAME * np.maximum(1.0, np.abs(np.where(ok, best, 0.0))))
     share = win / np.maximum(win.sum(axis=1, keepdims=True), 1)
     return share.mean(axis=0)
 
@@ -233,7 +254,9 @@ def rank(result: ScenarioResult, objective: Objective | str, patient: str | int 
     ref = result.plan_index(result.reference)
     d_med, d_lo, d_hi = result.summarise(sign * (draws - draws[:, ref : ref + 1]))  # paired, in the target's units
     ok = p_feas >= obj.feasibility - 1e-12
-    order = sorted(range(P), key=lambda p: (0, med[p], -p_best[p]) if ok[p] else (1, -p_feas[p], med[p]))
+    # medians equal to float32 precision are equal: p(best), then the plans' order, decide
+    level = _levels(med)
+    order = sorted(range(P), key=lambda p: (0, level[p], -p_best[p]) if ok[p] else (1, -p_feas[p], med[p]))
     top = order[0]
     a_med, a_lo, a_hi = result.summarise(draws - draws[:, top : top + 1])  # > 0: the top plan is better
     entries = []

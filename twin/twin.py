@@ -36,7 +36,7 @@ from twin.features import (
     load_records,
 )
 from twin.model.checkpoint import TwinEnsemble
-from twin.model.twin_model import interpolate_states
+from twin.model.twin_model import cumulative_dose, interpolate_states
 from twin.plotting import plot_forecast
 from twin.predict import predict
 
@@ -222,7 +222,7 @@ class Twin:
                 z0 = enc.mu
                 grid, states = m.solve_latent(enc, z0, doses.to(z0.device), float(horizon_days))
                 st = interpolate_states(grid, states, t_q.view(1, 1))
-                mean, _, _, _, _ = m.decode(enc, st)
+                mean, _, _, _, _ = m.decode(enc, st, z0, cumulative_dose(doses.to(z0.device), t_q.view(1, 1)))
                 y = mean[0, 0, j]
                 gs = torch.autograd.grad(y, list(scaled.values()), allow_unused=True)
                 for (t, _), gr in zip(scaled.items(), gs, strict=True):

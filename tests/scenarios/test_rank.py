@@ -201,3 +201,16 @@ def test_p_best_of_splits_ties_and_skips_infeasible_draws() -> None:
     # row 1: a; row 2: c; row 3: a, b, c a third each; row 4: b infeasible, a wins
     assert p_best_of(draws, feasible) == pytest.approx([(1 + 1 / 3 + 1) / 4, (1 / 3) / 4, (1 + 1 / 3) / 4])
     assert p_best_of(draws, np.zeros_like(feasible)).sum() == 0.0
+
+
+def test_plans_equal_to_float32_precision_are_one_level_and_share_p_best() -> None:
+    """Two plans with the same doses solved in different chunks differ in the last bits: that
+    decides neither their order (the plans' own order does) nor p(best) (they share it)."""
+    rng = np.random.default_rng(3)
+    x = (7.3 + 0.4 * rng.standard_normal(64)).astype(np.float32)
+    noisy = np.nextafter(x, np.float32(0.0))  # one float32 step lower everywhere
+    res = make_result({"first": x.astype(np.float64), "same doses": noisy.astype(np.float64),
+                       "worse": x.astype(np.float64) + 0.5})
+    r = rank(res, "minimise HbA1c at 180d")
+    assert r.order() == ["first", "same doses", "worse"]
+    assert r.entries[0].p_best == pytest.approx(r.entries[1].p_best)

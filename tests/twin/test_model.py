@@ -17,6 +17,7 @@ from twin.features import FeatureSpec, build_graph, choose_origins, load_records
 from twin.features.vocab import build_vocabulary
 from twin.model import LatentDynamics, ModelConfig, TwinModel, solve
 from twin.model.checkpoint import TwinEnsemble
+from twin.model.twin_model import cumulative_dose
 from twin.spec import TimeScales
 
 
@@ -190,3 +191,61 @@ def test_direct_treatment_pathway_acts_with_lag_and_saturation(setup) -> None:
     assert 0 < -float(diff[0, 1, 0]) < 0.5 * full  # lagged: well short of the full effect after a week
     assert torch.allclose(diff[:, -1, 0], torch.full((p,), -full), atol=1e-3)  # saturating Emax response
 
+
+
+def test_forecast_starts_at_the_anchor_and_follows_the_latent(setup) -> None:
+    """The decoder's change is ``h(z(t)) - h(z(0))`` plus an offset that starts at 0: an untrained
+    model forecasts every measured target at the origin as its last value exactly, whatever the
+    latent, and later values move only as the latent moves."""
+    _, spec, _, graphs = setup
+    torch.manual_seed(2)
+    m = TwinEnsemble.build_member(ModelConfig(), spec).eval()
+    batch = Batch.from_data_list(graphs)
+    doses = torch.zeros(len(graphs), 31, spec.vocab.n_treatments)
+    t = torch.tensor([0.0, 30.0])
+    with torch.no_grad():
+        still = m.rollout(batch, doses, t)  # zero vector field at initialisation: z(t) = z(0)
+        _randomise_vector_field(m)
+        moving = m.rollout(batch, doses, t)
+        p = batch["patient"]
+        anchor = p.anchor * p.anchor_mask
+    for ro in (still, moving):
+        assert torch.allclose(ro.mean[:, 0], anchor, atol=1e-6)
+    assert torch.allclose(still.mean[:, 1], anchor, atol=1e-6)
+    assert not torch.allclose(moving.mean[:, 1], anchor, atol=1e-3)
+    # the offset (the change between the last value and the origin) adds to every time alike
+    with torch.no_grad():
+        m.decoder.net[2].bias[2 * spec.vocab.n_targets:] = 0.25
+        shifted = m.rollout(batch, doses, t)
+    assert torch.allclose(shifted.mean - moving.mean, torch.full_like(moving.mean, 0.25), atol=1e-5)
+
+
+def test_cumulative_dose_counts_the_dose_given_up_to_each_time() -> None:
+    doses = torch.zeros(1, 5, 2)
+    doses[0, 0, 0], doses[0, 2, 1] = 1.0, 2.0  # drug 0 on day 0, drug 1 (twice its usual dose) on day 2
+    t = torch.tensor([[0.0, 0.5, 1.0, 2.0, 2.25, 3.0, 9.0]])
+    want = torch.tensor([[0.0, 0.0], [0.5, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.5], [1.0, 2.0], [1.0, 2.0]])
+    torch.testing.assert_close(cumulative_dose(doses, t)[0], want)
+
+
+def test_immediate_pathway_moves_a_lasting_targets_next_day(setup) -> None:
+    """A single dose of a lasting treatment with a pulse gain shifts the target by
+    ``(p + v * anchor) * dose`` from the end of its day on, and not before it is given."""
+    _, spec, _, graphs = setup
+    torch.manual_seed(3)
+    m = TwinEnsemble.build_member(ModelConfig(), spec).eval()
+    with torch.no_grad():
+        m.lasting.fill_(1.0)
+        m.pulse_bias[0, 0], m.pulse_slope[0, 0] = -0.2, 0.1
+    p, d = len(graphs), spec.vocab.n_treatments
+    doses = torch.zeros(2 * p, 6, d)
+    doses[1::2, 2, 0] = 1.0  # plan 1: one dose of drug 0 on day 2
+    t = torch.tensor([0.0, 2.0, 3.0, 5.0])
+    with torch.no_grad():
+        ro = m.rollout(Batch.from_data_list(graphs), doses, t)
+    diff = ro.mean[1::2] - ro.mean[0::2]
+    a = Batch.from_data_list(graphs)["patient"].anchor[:, 0] * Batch.from_data_list(graphs)["patient"].anchor_mask[:, 0]
+    assert torch.allclose(diff[:, :2], torch.zeros_like(diff[:, :2]), atol=1e-6)
+    assert torch.allclose(diff[:, 2, 0], -0.2 + 0.1 * a, atol=1e-5)
+    assert torch.allclose(diff[:, 3, 0], diff[:, 2, 0], atol=1e-5)
+    assert torch.allclose(diff[:, :, 1:], torch.zeros_like(diff[:, :, 1:]), atol=1e-6)

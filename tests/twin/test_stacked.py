@@ -62,6 +62,31 @@ def test_stacked_rollout_equals_each_members_rollout(toy_store: SQLiteStore, ens
         torch.testing.assert_close(ro.cum_hazard[k], want.cum_hazard, rtol=1e-4, atol=1e-7)
 
 
+def test_stacked_rollout_equals_members_with_lasting_treatments(toy_store: SQLiteStore, toy_model: Path) -> None:
+    """The rate, immediate (dose given) and offset terms of lasting treatments, switched on."""
+    own = TwinEnsemble.load(toy_model)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in own.members:
+            m.lasting.fill_(1.0)
+            for p in (m.rate_bias, m.pulse_bias, m.pulse_slope, m.decoder.offset_log_scale):
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+            m.decoder.net[2].weight.add_(0.1 * torch.randn(m.decoder.net[2].weight.shape, generator=gen))
+    graphs, twins = _graphs(toy_store, own, ["toy3", "toy4"])
+    batch = Batch.from_data_list(graphs)
+    v, norms = own.spec.vocab, own.spec.norms
+    scheds = torch.stack([dose_schedule(plan, v, norms, 61, strict=False)
+                          for t in twins for plan in (t.current_plan(), [])])
+    t_q = torch.tensor([0.0, 0.5, 1.0, 7.0, 60.0])
+    stacked = own.stacked()
+    ro = stacked.rollout(stacked.encode(batch), None, scheds, t_q, rows_per_schedule=2)
+    for k, m in enumerate(own.members):
+        want = m.rollout(batch, scheds.repeat_interleave(2, dim=0), t_q)
+        torch.testing.assert_close(ro.mean[k], want.mean, rtol=1e-4, atol=1e-5)
+    # treatment changes the forecast through the immediate term from the first day on
+    assert not torch.allclose(ro.mean[:, 0::4, 2], ro.mean[:, 2::4, 2])
+
+
 def test_predict_equals_the_member_by_member_mixture(toy_store: SQLiteStore, ens: TwinEnsemble) -> None:
     """The one-solve forecast against the previous algorithm: each member rolled out on its own,
     each quantile by its own float64 bisection."""

@@ -33,7 +33,7 @@ __all__ = ["CHECKPOINT_FORMAT", "TwinEnsemble", "load_model"]
 
 # @2: lab levels, counts, trends; @3: first-order image statistics; @4: cohort specification
 # (targets with transforms, treatments incl. procedures, time scales), dose history, rate pathway
-CHECKPOINT_FORMAT = "patient-twin/model@4"
+CHECKPOINT_FORMAT = "patient-twin/model@5"
 
 
 @dataclass

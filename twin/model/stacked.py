@@ -24,7 +24,7 @@ from torch_geometric.data import Batch, HeteroData
 from torch_geometric.nn import HeteroConv, SAGEConv
 from torchdiffeq import odeint
 
-from twin.model.twin_model import Encoded, TwinModel
+from twin.model.twin_model import Encoded, TwinModel, cumulative_dose
 
 __all__ = ["StackedMembers", "StackedRollout"]
 
@@ -268,10 +268,13 @@ class StackedMembers:
             self.wd_z, self.wd_rest = _split(wd1, (lat, st + 4 * n_l))
             self.wd2, self.bd2 = _linear([d.net[2] for d in dec])
             self.change_scale = _stack([torch.exp(d.log_scale) for d in dec]).unsqueeze(1)  # [M, 1, L]
+            self.offset_scale = _stack([torch.exp(d.offset_log_scale) for d in dec]).unsqueeze(1)  # [M, 1, L]
             self.min_logvar, self.max_logvar = dec[0].min_logvar, dec[0].max_logvar
             self.effect_bias = _stack([m.effect_bias for m in members])  # [M, L, D]
             self.effect_slope = _stack([m.effect_slope for m in members])
             self.rate_bias = _stack([m.rate_bias for m in members])
+            self.pulse_bias = _stack([m.pulse_bias for m in members])
+            self.pulse_slope = _stack([m.pulse_slope for m in members])
             self.effect_context = _stack([m.effect_context.weight.t() for m in members])  # [M, S, L*D]
             self.rate_context = _stack([m.rate_context.weight.t() for m in members])
             self.lasting = cast(Tensor, first.lasting).detach()
@@ -347,13 +350,15 @@ class StackedMembers:
         y0 = torch.cat([y0s.flatten(), y0r.flatten()])
         states = odeint(self.field, y0, times / unit, method=self.cfg.solver, options={"step_size": step / unit})
         sched_st, row_st = self.field.split(states[at[2:]])  # [Q, M, P, ...], [Q, M, P, k, ...] in the order asked
-        return self._decode(enc, sched_st, row_st, e0, per_sched, t_query)
+        given = cumulative_dose(doses, tq.unsqueeze(0).expand(n_sched, -1))  # [P, Q, D]
+        return self._decode(enc, sched_st, row_st, e0, per_sched, t_query, z0, given)
 
     def _decode(self, enc: Sequence[Encoded], sched_st: Tensor, row_st: Tensor, e0: Tensor, per_sched: int,
-                t_query: Tensor) -> StackedRollout:
+                t_query: Tensor, z0: Tensor, dose_given: Tensor) -> StackedRollout:
         """Lab means/log-variances and cumulative hazards ``[M, R, Q, ...]`` from the states at
-        the query days: per schedule ``[Q, M, P, 2D + L·D]`` and per row ``[Q, M, P, k, latent + K]``
-        (``P = G x per_sched``)."""
+        the query days, per schedule ``[Q, M, P, 2D + L·D]`` and per row ``[Q, M, P, k, latent + K]``
+        (``P = G x per_sched``), of the trajectories from ``z0`` ``[M, R, latent]`` with the doses
+        ``dose_given`` ``[P, Q, D]`` given up to the query days (:class:`~twin.model.decoders.LabDecoder`)."""
         lat, d, n_l = self.cfg.latent, self.n_drugs, self.n_labs
         q, n_m, p, k, _ = row_st.shape
         g_n = p // per_sched
@@ -367,21 +372,30 @@ class StackedMembers:
                           ((e_.level - e_.anchor) * e_.anchor_mask).expand(n_m, -1, -1),
                           e_.n_obs.expand(n_m, -1, -1)], dim=-1)
         const = torch.baddbmm(self.bd1, rest, self.wd_rest)  # [M, G, H]
-        h = torch.bmm(z.reshape(n_m, r * q, lat), self.wd_z).view(n_m, g_n, -1, q, const.shape[-1])
+        # the network at the query days' z(t) and at z(0), in one product (rows of one trajectory
+        # are then computed alike, whatever the other trajectories: plans agree until they differ)
+        z_all = torch.cat([z, z0.view(n_m, r, 1, lat)], dim=2)  # [M, R, Q + 1, latent]
+        h = torch.bmm(z_all.reshape(n_m, r * (q + 1), lat), self.wd_z).view(n_m, g_n, -1, q + 1, const.shape[-1])
         h.add_(const.view(n_m, g_n, 1, 1, -1))
-        out = torch.baddbmm(self.bd2, nn.functional.gelu(h).view(n_m, r * q, -1), self.wd2).view(n_m, g_n, -1, q, 2 * n_l)
-        delta, raw = out.split(n_l, dim=-1)
+        out = torch.baddbmm(self.bd2, nn.functional.gelu(h).view(n_m, r * (q + 1), -1), self.wd2)
+        out = out.view(n_m, g_n, -1, q + 1, 3 * n_l)  # [M, G, P/G x k, Q + 1, 3L]
+        delta, raw, _ = out[:, :, :, :q].split(n_l, dim=-1)
+        delta0, _, off = out[:, :, :, q:].split(n_l, dim=-1)
         logvar = self.min_logvar + (self.max_logvar - self.min_logvar) * torch.sigmoid(raw)
-        mean = a.view(1, g_n, 1, 1, n_l) + delta * self.change_scale.view(n_m, 1, 1, 1, n_l)  # [M, G, P/G x k, Q, L]
+        mean = (a.view(1, g_n, 1, 1, n_l) + (delta - delta0) * self.change_scale.view(n_m, 1, 1, 1, n_l)
+                + off * self.offset_scale.view(n_m, 1, 1, 1, n_l))  # [M, G, P/G x k, Q, L]
         if n_l and d:
             gain = (self.effect_bias.unsqueeze(1) + self.effect_slope.unsqueeze(1) * a.view(1, -1, n_l, 1)
                     + torch.bmm(s_g, self.effect_context).view(n_m, -1, n_l, d))  # [M, G, L, D]
             rate = (self.rate_bias.unsqueeze(1) + torch.bmm(s_g, self.rate_context).view(n_m, -1, n_l, d)) * self.lasting
+            pulse = (self.pulse_bias.unsqueeze(1) + self.pulse_slope.unsqueeze(1) * a.view(1, -1, n_l, 1)) * self.lasting
             g0 = self.field.response(e0).unsqueeze(2)  # [M, G, 1, D]
-            # per schedule: sum_d gain * (g(t) - g(0)) + rate * c(t)
+            # per schedule: sum_d gain * (g(t) - g(0)) + rate * c(t) + pulse * D(t)
             g_t = sched_st[..., 2 * d:].reshape(q, n_m, g_n, per_sched, n_l, d)
             level = (g_t * gain.view(1, n_m, g_n, 1, n_l, d)).sum(-1) - (gain * g0).sum(-1).view(1, n_m, g_n, 1, n_l)
             c_t = sched_st[..., d: 2 * d].reshape(q, n_m, g_n, per_sched, 1, d)
             level = level + (c_t * rate.view(1, n_m, g_n, 1, n_l, d)).sum(-1)  # [Q, M, G, P/G, L]
-            mean = mean.view(n_m, g_n, per_sched, k, q, n_l) + level.permute(1, 2, 3, 0, 4).unsqueeze(3)
+            level = level.permute(1, 2, 3, 0, 4) + torch.matmul(
+                dose_given.view(1, g_n, per_sched, q, d), pulse.view(n_m, g_n, 1, n_l, d).transpose(-1, -2))
+            mean = mean.view(n_m, g_n, per_sched, k, q, n_l) + level.unsqueeze(3)
         return StackedRollout(t_query, mean.reshape(n_m, r, q, n_l), logvar.reshape(n_m, r, q, n_l), lam)

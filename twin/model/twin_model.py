@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +18,7 @@ from twin.model.dynamics import LatentDynamics, solve
 from twin.model.hetero_encoder import HeteroPatientEncoder
 from twin.spec import TimeScales
 
-__all__ = ["Encoded", "Rollout", "TwinModel", "interpolate_states"]
+__all__ = ["Encoded", "Rollout", "TwinModel", "cumulative_dose", "interpolate_states"]
 
 
 @dataclass
@@ -82,16 +83,35 @@ def interpolate_states(grid: Tensor, states: Tensor, tq: Tensor) -> Tensor:
     return s_lo + w * (s_hi - s_lo)
 
 
+def cumulative_dose(doses: Tensor, tq: Tensor) -> Tensor:
+    """Dose given from the origin up to each query time: ``doses`` ``[B, T, D]`` (day ``d`` covers
+    days ``[d, d+1)``), times ``tq`` ``[B, M]`` in days -> ``[B, M, D]`` (exact for doses constant
+    within a day; days past the schedule's end have no dose)."""
+    b, n_days, d = doses.shape
+    if not n_days:
+        return doses.new_zeros(b, tq.shape[1], d)
+    cum = torch.cumsum(doses, dim=1) - doses  # [B, T, D]: dose before each day
+    t = tq.to(doses.dtype).clamp(0.0, float(n_days))
+    day = t.floor().long().clamp(max=n_days - 1)
+    frac = (t - day.to(t.dtype)).unsqueeze(-1)  # in [0, 1]
+    idx = day.unsqueeze(-1).expand(-1, -1, d)
+    return torch.gather(cum, 1, idx) + frac * torch.gather(doses, 1, idx)
+
+
 class TwinModel(nn.Module):
     r"""Graph encoder + latent neural ODE driven by dose schedules + lab and hazard decoders.
 
-    Treatments reach the targets three ways: through the latent vector field ``f(z, r(e), s)``;
+    Treatments reach the targets four ways: through the latent vector field ``f(z, r(e), s)``;
     through a level pathway, ``gain_ld * (g_ld(t) - g_ld(0))`` added to each target's mean,
     where ``g`` are the dynamics' (target, treatment) effect compartments and
     ``gain_ld = b_ld + w_ld * anchor_l + (W s)_ld``; and through a rate pathway,
     ``rate_ld * c_d(t)`` with ``c`` the accumulated response and ``rate_ld = q_ld + (V s)_ld``,
     for treatments whose effect lasts (``lasting``: single administrations such as a
-    chemotherapy dose or a radiotherapy fraction; prescriptions act on the level only).
+    chemotherapy dose or a radiotherapy fraction; prescriptions act on the level only); and,
+    for lasting treatments too, through an immediate pathway, ``pulse_ld * D_d(t)`` with ``D``
+    the dose given since the origin and ``pulse_ld = p_ld + v_ld * anchor_l``: a radiotherapy
+    fraction acts on the next day's volume at once, faster than any exposure the solver's step
+    can resolve, and on a log-scale target its effect scales with the target's level.
     The direct pathways have few parameters per (target, treatment) besides the rates, so the
     effect of starting or stopping a drug is learned from the few on/off transitions a cohort
     has; the anchor term lets an effect scale with the target's own level (a statin's
@@ -124,6 +144,8 @@ class TwinModel(nn.Module):
         self.effect_bias = nn.Parameter(torch.zeros(n_labs, n_drugs))
         self.effect_slope = nn.Parameter(torch.zeros(n_labs, n_drugs))
         self.rate_bias = nn.Parameter(torch.zeros(n_labs, n_drugs))
+        self.pulse_bias = nn.Parameter(torch.zeros(n_labs, n_drugs))
+        self.pulse_slope = nn.Parameter(torch.zeros(n_labs, n_drugs))
         self.effect_context = nn.Linear(cfg.static, n_labs * n_drugs, bias=False)
         self.rate_context = nn.Linear(cfg.static, n_labs * n_drugs, bias=False)
         for lin in (self.effect_context, self.rate_context):
@@ -136,8 +158,8 @@ class TwinModel(nn.Module):
 
     def gain_parameters(self) -> list[Tensor]:
         """The direct pathways' gains (L1-penalised in training: most treatments move few targets)."""
-        return [self.effect_bias, self.effect_slope, self.rate_bias, self.effect_context.weight,
-                self.rate_context.weight]
+        return [self.effect_bias, self.effect_slope, self.rate_bias, self.pulse_bias, self.pulse_slope,
+                self.effect_context.weight, self.rate_context.weight]
 
     def treatment_parameters(self) -> list[Tensor]:
         """Parameters of the direct treatment pathways (gains, PK and effect rates, EC50s): few
@@ -170,21 +192,25 @@ class TwinModel(nn.Module):
         self.dynamics.set_inputs(doses, enc.s)
         return grid, solve(self.dynamics, y0, grid, self.scales.step_days, self.cfg.solver)
 
-    def decode(self, enc: Encoded, states: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """``states`` ``[B, M, N]`` -> lab mean, logvar ``[B, M, L]``, cum hazard ``[B, M, K]``, z, exposure."""
+    def decode(self, enc: Encoded, states: Tensor, z0: Tensor | None, dose_given: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``states`` ``[B, M, N]`` of trajectories from ``z0`` ``[B, latent]`` (``None``: the
+        posterior mean) and the doses given up to then, ``dose_given`` ``[B, M, D]``
+        (:func:`cumulative_dose`) -> lab mean, logvar ``[B, M, L]``, cum hazard ``[B, M, K]``, z, exposure."""
         lat, d, k = self.cfg.latent, self.n_drugs, self.n_events
         z, e, lam = states[..., :lat], states[..., lat: lat + d], states[..., lat + d: lat + d + k]
         c, g = states[..., lat + d + k: lat + 2 * d + k], states[..., lat + 2 * d + k:]
         m = states.shape[1]
         rep = lambda x: x.unsqueeze(1).expand(-1, m, -1)  # noqa: E731
-        mean, logvar = self.decoder(z, rep(enc.s), rep(enc.anchor), rep(enc.anchor_mask), rep(enc.level),
+        mean, logvar = self.decoder(z, rep(enc.mu if z0 is None else z0), rep(enc.s), rep(enc.anchor), rep(enc.anchor_mask), rep(enc.level),
                                     rep(enc.n_obs))
-        return mean + self.treatment_effect(enc, c, g), logvar, lam, z, e
+        return mean + self.treatment_effect(enc, c, g, dose_given), logvar, lam, z, e
 
-    def treatment_effect(self, enc: Encoded, c: Tensor, g: Tensor) -> Tensor:
+    def treatment_effect(self, enc: Encoded, c: Tensor, g: Tensor, dose_given: Tensor) -> Tensor:
         """Direct-pathway change of every target ``[B, M, L]`` (standardised) from the accumulated
-        responses ``c`` ``[B, M, D]`` and effect compartments ``g`` ``[B, M, L * D]``:
-        ``sum_d rate[l, d] * c_d(t) + gain[l, d] * (g_ld(t) - g_ld(0))``."""
+        responses ``c`` ``[B, M, D]``, effect compartments ``g`` ``[B, M, L * D]`` and doses given
+        ``dose_given`` ``[B, M, D]``: ``sum_d rate[l, d] * c_d(t) + gain[l, d] * (g_ld(t) - g_ld(0))
+        + pulse[l, d] * D_d(t)``."""
         b, m = g.shape[:2]
         n_l, d = self.n_labs, self.n_drugs
         if not n_l or not d:
@@ -193,8 +219,9 @@ class TwinModel(nn.Module):
         gain = (self.effect_bias + self.effect_slope * a.unsqueeze(-1)
                 + self.effect_context(enc.s).view(b, n_l, d)).view(b, 1, n_l, d)
         rate = ((self.rate_bias + self.rate_context(enc.s).view(b, n_l, d)) * self.lasting).view(b, 1, n_l, d)
+        pulse = ((self.pulse_bias + self.pulse_slope * a.unsqueeze(-1)) * cast(Tensor, self.lasting)).view(b, 1, n_l, d)
         g0 = self.dynamics.effect_state0(self.dynamics.exposure0(enc.dose_hist)).view(b, 1, n_l, d)
-        return (gain * (g.view(b, m, n_l, d) - g0) + rate * c.unsqueeze(2)).sum(-1)
+        return (gain * (g.view(b, m, n_l, d) - g0) + (rate * c.unsqueeze(2) + pulse * dose_given.unsqueeze(2))).sum(-1)
 
     def rollout(self, graphs: Batch, doses: Tensor, t_query: Tensor, *, eps: Tensor | None = None) -> Rollout:
         r"""Forecast every graph under every dose schedule in one ODE solve.
@@ -216,7 +243,7 @@ class TwinModel(nn.Module):
         horizon = float(t_query.max().item()) if t_query.numel() else 0.0
         grid, states = self.solve_latent(enc, z0, doses, max(horizon, self.scales.step_days))
         tq = t_query.to(grid).unsqueeze(0).expand(z0.shape[0], -1)
-        mean, logvar, lam, z, e = self.decode(enc, interpolate_states(grid, states, tq))
+        mean, logvar, lam, z, e = self.decode(enc, interpolate_states(grid, states, tq), z0, cumulative_dose(doses, tq))
         return Rollout(t_query, mean, logvar, lam, z, e)
 
     # ---------------------------------------------------------------- training objective
@@ -244,7 +271,7 @@ class TwinModel(nn.Module):
         grid, states = self.solve_latent(enc, z0, batch.doses, horizon)
         # labs
         st = interpolate_states(grid, states, batch.obs_t)
-        mean, logvar, _, _, _ = self.decode(enc, st)
+        mean, logvar, _, _, _ = self.decode(enc, st, z0, cumulative_dose(batch.doses, batch.obs_t))
         mu_o = torch.gather(mean, 2, batch.obs_lab.unsqueeze(-1)).squeeze(-1)
         lv_o = torch.gather(logvar, 2, batch.obs_lab.unsqueeze(-1)).squeeze(-1)
         nll = 0.5 * (lv_o + (batch.obs_y - mu_o) ** 2 * torch.exp(-lv_o) + math.log(2 * math.pi))
