@@ -11,7 +11,8 @@ Run from the repository root::
    algorithm, kept here as the reference (records read twice, the graph batched, every member
    put in eval mode and rolled out on its own, each quantile by its own float64 bisection), in
    the same run on the same patients; the largest difference between their quantiles is printed.
-2. **Cohort what-if** (``--twins`` twins x 8 plans x 365 days at 8, 32 and 128 samples): wall
+2. **Cohort what-if** (``--twins`` twins x 8 plans x 365 days at 8, 32 and 128 samples, ``--workers``
+   chunks at once in threads, 2 by default, each with 1 torch thread on the 2 cores): wall
    time and peak resident memory of a fresh process per run, which simulates with samples kept
    only at the report days (the default for cohort runs is to summarise, see
    ``scenarios.simulate``'s ``sample_days``), and once with every sample kept.
@@ -87,7 +88,10 @@ def reference_forecast(store: Any, pid: str, ens: Any, horizon: float, n_samples
             logvars.append(ro.logvar.view(1, n_samples, *ro.logvar.shape[1:]))
     mu = torch.cat(means, 1).double()
     sd = torch.exp(0.5 * torch.cat(logvars, 1).double())
-    return np.stack([mixture_quantile(mu, sd, p).numpy()[0] for p in QUANTILES])
+    q = np.stack([mixture_quantile(mu, sd, p).numpy()[0] for p in QUANTILES])
+    if ens.interval_calibration is not None:  # the checkpoint's interval calibration, as predict applies it
+        q[0], q[2] = ens.interval_calibration.widen(q[0], q[1], q[2], spec.vocab.target_labs, days.numpy())
+    return q
 
 
 def new_forecast(store: Any, pid: str, ens: Any, horizon: float, n_samples: int, seed: int) -> np.ndarray:
@@ -144,7 +148,7 @@ def time_forecasts(db: Path, model: Path, n_patients: int, repeats: int) -> dict
 
 
 # ---------------------------------------------------------------- cohort what-if, one process per run
-def whatif_child(db: str, model: str, twins: int, samples: int, keep_all: bool) -> dict[str, Any]:
+def whatif_child(db: str, model: str, twins: int, samples: int, keep_all: bool, workers: int) -> dict[str, Any]:
     import resource
 
     from graph.store.sqlite import SQLiteStore
@@ -168,20 +172,22 @@ def whatif_child(db: str, model: str, twins: int, samples: int, keep_all: bool) 
                     {"treatment": tr.name, "dose": dose, "unit": tr.unit, "start": 0}]}))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    res = simulate(tws, plans, 365, n_samples=samples, seed=0, sample_days=None if keep_all else REPORT_DAYS)
+    res = simulate(tws, plans, 365, n_samples=samples, seed=0, sample_days=None if keep_all else REPORT_DAYS,
+                   workers=workers)
     secs = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"twins": twins, "plans": len(plans), "samples": samples, "keep_all_samples": keep_all,
             "seconds": round(secs, 2), "peak_rss_mb": round(peak / 1024, 1),
-            "rss_before_mb": round(rss0 / 1024, 1), "sample_array_mb": round(res.lab_samples.nbytes / 2**20, 1),
+            "rss_before_mb": round(rss0 / 1024, 1), "workers": workers, "torch_threads": torch.get_num_threads(), "sample_array_mb": round(res.lab_samples.nbytes / 2**20, 1),
             "trajectories_per_s": round(twins * len(plans) * samples / secs)}
 
 
-def time_whatif(db: Path, model: Path, twins: int, sample_counts: list[int], keep_all_at: int) -> list[dict[str, Any]]:
+def time_whatif(db: Path, model: Path, twins: int, sample_counts: list[int], keep_all_at: int,
+                workers: int) -> list[dict[str, Any]]:
     runs = [(s, False) for s in sample_counts] + [(keep_all_at, True)]
     out = []
     for s, keep in runs:
-        cmd = [sys.executable, __file__, "--child", str(db), str(model), str(twins), str(s), str(int(keep))]
+        cmd = [sys.executable, __file__, "--child", str(db), str(model), str(twins), str(s), str(int(keep)), str(workers)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
         if proc.returncode:
             raise SystemExit(f"what-if child failed:\n{proc.stderr[-3000:]}")
@@ -198,6 +204,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--twins", type=int, default=1000)
     ap.add_argument("--samples", type=int, nargs="+", default=[8, 32, 128])
+    ap.add_argument("--workers", type=int, default=2,
+                    help="what-if chunks solved at once in threads, each with 2 // workers torch threads (2 cores)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -207,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             db, model = build_model(Path(tmp), args.patients, seed=0)
         fc = time_forecasts(db, model, args.forecast_patients, args.repeats)
-        wi = time_whatif(db, model, args.twins, args.samples, keep_all_at=32)
+        wi = time_whatif(db, model, args.twins, args.samples, keep_all_at=32, workers=args.workers)
     doc = {"bench": "serving", "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                             "torch": torch.__version__, "device": "cpu"},
            "forecast": fc, "whatif": wi}
@@ -219,15 +227,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{fc['max_abs_quantile_diff_standardised']:.1e} sd")
     for w in wi:
         print(f"what-if {w['twins']} twins x {w['plans']} plans x {w['samples']} samples x 365 d "
-              f"({'every sample kept' if w['keep_all_samples'] else 'samples at report days'}): {w['seconds']} s, "
+              f"({'every sample kept' if w['keep_all_samples'] else 'samples at report days'}; {w['workers']} workers x "
+              f"{w['torch_threads']} torch threads): {w['seconds']} s, "
               f"peak RSS {w['peak_rss_mb']} MB, {w['trajectories_per_s']} trajectories/s")
     return doc
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        torch.set_num_threads(2)
         a = sys.argv[2:]
-        print(json.dumps(whatif_child(a[0], a[1], int(a[2]), int(a[3]), bool(int(a[4])))))
+        torch.set_num_threads(max(1, 2 // int(a[5])))  # workers x torch threads = the 2 cores
+        print(json.dumps(whatif_child(a[0], a[1], int(a[2]), int(a[3]), bool(int(a[4])), int(a[5]))))
     else:
         main()

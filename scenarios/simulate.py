@@ -23,7 +23,9 @@ by ``seed``: the same call gives the same numbers.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -204,6 +206,7 @@ def run_prepared(
     plan_rows: slice | None = None,
     sample_days: Sequence[float] | None = None,
     on_progress: ProgressFn | None = None,
+    workers: int = 1,
 ) -> ScenarioResult:
     """Solve a prepared run in chunks of twins (and of samples when one twin is large, see
     :data:`CHUNK_STATE_ELEMENTS`), every ensemble member in the same solve, and collect samples.
@@ -214,7 +217,12 @@ def run_prepared(
     ``None`` keeps every sample on every query day. ``plan_rows`` restricts the solve to a
     slice of the plans (the loop-over-plans comparison in ``bench/whatif.py``).
     ``on_progress(fraction, message)`` is called before every chunk and may raise to stop.
+    ``workers`` > 1 solves that many chunks at once in threads (each chunk ``1/workers`` of
+    the size, so memory stays bounded alike); the numbers do not change. Meant for
+    ``workers x torch threads`` up to the cores: the caller sets torch's threads.
     """
+    if workers < 1:
+        raise PlanError(f"workers must be >= 1, got {workers}")
     if n_samples < 1:
         raise PlanError(f"n_samples must be >= 1, got {n_samples}")
     model, spec, *_ = _parts(run.twins[0])
@@ -248,8 +256,11 @@ def run_prepared(
     width = latent + n_e + 2 * n_l + (2 * d + n_l * d) / max(1, s)
     columns = math.ceil(s / n_m)
     per_column = max(1, math.ceil(n_m * p * max(q, 1) * width))  # values of one twin's column
-    twins_per_chunk = max(1, CHUNK_STATE_ELEMENTS // (per_column * columns))
-    cols_per_chunk = max(1, CHUNK_STATE_ELEMENTS // (per_column * min(n, twins_per_chunk)))
+    budget = CHUNK_STATE_ELEMENTS // workers
+    twins_per_chunk = max(1, budget // (per_column * columns))
+    if workers > 1:  # enough chunks to keep every worker busy
+        twins_per_chunk = max(1, min(twins_per_chunk, math.ceil(n / (2 * workers))))
+    cols_per_chunk = max(1, budget // (per_column * min(n, twins_per_chunk)))
     n_kept = q if keep is None else len(keep)
     lab_out = np.empty((s, n, p, n_kept, n_l), np.float32)
     risk_out = np.empty((s, n, p, n_kept, n_e), np.float32) if n_e else None
@@ -260,10 +271,20 @@ def run_prepared(
     lo_q, hi_q = _QUANTILES
     cal = getattr(model, "interval_calibration", None)
     calibration = torch.from_numpy(cal.scale(labs, times)).float() if cal is not None else None  # [Q, L]
-    report = on_progress or (lambda frac, message: None)
-    total = math.ceil(n / twins_per_chunk) * math.ceil(columns / cols_per_chunk)
+    lock = threading.Lock()
     done = 0
-    for i0 in range(0, n, twins_per_chunk):
+
+    def report(message: str) -> None:  # a checkpoint: may raise to stop the run
+        nonlocal done
+        with lock:  # in order, also from several workers
+            if on_progress is not None:
+                on_progress(done / total, message)
+            done += 1
+
+    total = math.ceil(n / twins_per_chunk) * math.ceil(columns / cols_per_chunk)
+
+    def solve_twins(i0: int) -> None:
+        """Twins ``i0 : i0 + twins_per_chunk``: solve, summarise, write their slices of the outputs."""
         i1 = min(n, i0 + twins_per_chunk)
         n_c = i1 - i0
         draws = [_draw(seed, i, s, latent, (q, n_l) if observation_noise else None) for i in range(i0, i1)]
@@ -277,9 +298,8 @@ def run_prepared(
         cum_haz = torch.empty(n_c, s, p, q, n_e)
         for j0 in range(0, columns, cols_per_chunk):
             cols = range(j0, min(columns, j0 + cols_per_chunk))
-            report(done / total, f"solving twins {i0 + 1}-{i1} of {n}, samples {j0 * n_m + 1}-"
+            report(f"solving twins {i0 + 1}-{i1} of {n}, samples {j0 * n_m + 1}-"
                                  f"{min(s, cols[-1] * n_m + n_m)} of {s}")
-            done += 1
             idx = torch.tensor([[k + j * n_m for j in cols] for k in range(n_m)], dtype=torch.long)  # [M, C]
             m_c = len(cols)
             # a column past the last sample is solved and dropped
@@ -295,7 +315,7 @@ def run_prepared(
             eta = torch.stack([e for _, e in draws if e is not None])  # [n_c, S, Q, L]
             mean.add_(logvar.mul_(0.5).exp_().mul_(eta.unsqueeze(2)))
             if calibration is not None:  # observed values' spread, scaled as forecast bands are (twin.calibration)
-                centre = mean.median(dim=1, keepdim=True).values
+                centre = torch.from_numpy(sample_quantiles(mean.numpy(), [0.5], axis=1)[0]).unsqueeze(1)
                 mean.sub_(centre).mul_(calibration).add_(centre)
         del logvar
         values = mean.mul_(lab_std).add_(lab_mean).transpose(0, 1).numpy()  # [S, n_c, P, Q, L], transformed
@@ -306,7 +326,7 @@ def run_prepared(
             lab_out[:, i0:i1] = values
             if risk_out is not None and risk is not None:
                 risk_out[:, i0:i1] = risk
-            continue
+            return
         assert bands is not None and crossings is not None
         lab_out[:, i0:i1] = values[..., keep, :]
         for key, x in (("", values), ("risk_", risk)):
@@ -317,7 +337,23 @@ def run_prepared(
             risk_out[:, i0:i1] = risk[..., keep, :]
         for t_i, th in enumerate(thresholds):
             crossings[t_i, :, i0:i1] = first_crossing(values[..., find_lab(labs, vocab.target_names, th.lab)], times, th)
-    report(1.0, "summarising samples")
+
+    starts = range(0, n, twins_per_chunk)
+    if workers <= 1 or len(starts) == 1:
+        for i0 in starts:
+            solve_twins(i0)
+    else:  # chunks in parallel threads (torch releases the GIL); the first error stops the rest
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(solve_twins, i0) for i0 in starts]
+            try:
+                for f in futures:
+                    f.result()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    if on_progress is not None:
+        on_progress(1.0, "summarising samples")
     return ScenarioResult(
         patients=[str(tw.patient_id) for tw in run.twins], plans=names, reference=ref,
         times=times, labs=labs, lab_samples=lab_out, events=events, risk_samples=risk_out,
@@ -354,6 +390,7 @@ def simulate(
     extra_days: Sequence[float] = (),
     sample_days: Sequence[float] | None = None,
     on_progress: ProgressFn | None = None,
+    workers: int = 1,
 ) -> ScenarioResult:
     """Simulate every twin under every plan for ``horizon_days`` in one batched model solve.
 
@@ -376,6 +413,7 @@ def simulate(
             twins x plans, not with samples. ``None`` (default) keeps every sample.
         on_progress: ``(fraction, message)`` before every chunk of the solve; it may raise
             (e.g. a cancellation) to stop the run there.
+        workers: chunks solved at once in threads (see :func:`run_prepared`).
 
     Returns:
         A :class:`ScenarioResult` with samples ``[S, N, P, T, L]`` and summaries.
@@ -393,4 +431,4 @@ def simulate(
                   extra_days=(*extra_days, *(kept or ())))
     return run_prepared(run, n_samples=n_samples, seed=seed, observation_noise=observation_noise,
                         sample_latent=sample_latent, reference=reference, thresholds=thresholds,
-                        sample_days=kept, on_progress=on_progress)
+                        sample_days=kept, on_progress=on_progress, workers=workers)

@@ -187,6 +187,37 @@ def test_chunked_solves_give_the_same_numbers_and_checkpoints(toy_twins, monkeyp
     assert len(seen) == 2 * math.ceil(6 / members) + 1 and seen == sorted(seen) and seen[-1] == 1.0
 
 
+def test_workers_solve_chunks_at_once_with_the_same_numbers(toy_twins, monkeypatch) -> None:
+    sim = importlib.import_module("scenarios.simulate")
+    plans = [CONT, HIGH, NONE]
+    one = simulate(toy_twins[:5], plans, 120, n_samples=6, seed=2, sample_days=(60,))
+    monkeypatch.setattr(sim, "CHUNK_STATE_ELEMENTS", 1)  # many chunks, so the two workers overlap
+    seen: list[float] = []
+    two = simulate(toy_twins[:5], plans, 120, n_samples=6, seed=2, sample_days=(60,), workers=2,
+                   on_progress=lambda f, m: seen.append(f))
+    np.testing.assert_allclose(two.lab_samples, one.lab_samples, rtol=1e-5, atol=1e-5)
+    assert one.bands is not None and two.bands is not None
+    for k in one.bands:
+        np.testing.assert_allclose(two.bands[k], one.bands[k], rtol=1e-5, atol=1e-5)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 5
+
+    class Stop(Exception):
+        pass
+
+    calls: list[float] = []
+
+    def stop_at_third(frac: float, message: str) -> None:
+        calls.append(frac)
+        if len(calls) == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        simulate(toy_twins[:5], plans, 120, n_samples=6, seed=2, workers=2, on_progress=stop_at_third)
+    assert len(calls) < 2 * 5  # stopped: the chunks not started were dropped
+    with pytest.raises(PlanError, match="workers must be >= 1"):
+        simulate(toy_twins[:1], plans, 60, workers=0)
+
+
 def test_a_raising_progress_callback_stops_the_run(toy_twins, monkeypatch) -> None:
     sim = importlib.import_module("scenarios.simulate")  # the package exports a function of that name
 

@@ -14,6 +14,7 @@ Inference only (no gradients). It computes what each member's own
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -105,14 +106,17 @@ class _StackedField(nn.Module):
         e = e.clamp(min=0.0)
         return e / (e + self.ec50)
 
-    def bind(self, doses: Tensor, static: Tensor, rows_per_schedule: int) -> None:
-        """Dose schedules ``[P, T, D]``, their static contexts ``[M, P, S]`` and the number of
-        trajectories of each schedule for the next solve."""
+    def bind(self, doses: Tensor, static: Tensor, rows_per_schedule: int) -> _StackedField:
+        """A copy of the field for one solve: dose schedules ``[P, T, D]``, their static contexts
+        ``[M, P, S]`` and the number of trajectories of each schedule (the weights are shared; the
+        field itself stays unbound, so solves may run at once in several threads)."""
         if static.shape[1] != doses.shape[0]:
             raise ValueError(f"{static.shape[1]} static contexts for {doses.shape[0]} dose schedules")
-        self._doses, self._k = doses, rows_per_schedule
-        self._f_static = torch.baddbmm(self.b1, static, self.w1_s)  # [M, P, H]: the static part of layer 1
-        self._h_static = torch.baddbmm(self.bh, static, self.wh_s).unsqueeze(2)  # [M, P, 1, K]
+        bound = copy.copy(self)
+        bound._doses, bound._k = doses, rows_per_schedule
+        bound._f_static = torch.baddbmm(self.b1, static, self.w1_s)  # [M, P, H]: the static part of layer 1
+        bound._h_static = torch.baddbmm(self.bh, static, self.wh_s).unsqueeze(2)  # [M, P, 1, K]
+        return bound
 
     def split(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Flat states ``[..., N]`` -> schedule states ``[..., M, P, 2D + L·D]`` and row states
@@ -346,10 +350,10 @@ class StackedMembers:
         tq = t_query.to(y0s.device, torch.float32).clamp(0.0, n_steps * step)
         times, at = torch.unique(torch.cat([tq.new_zeros(1), tq.new_full((1,), n_steps * step), tq]),
                                  sorted=True, return_inverse=True)
-        self.field.bind(doses, each(torch.stack([e.s for e in enc]), per_sched), k)
+        field = self.field.bind(doses, each(torch.stack([e.s for e in enc]), per_sched), k)
         y0 = torch.cat([y0s.flatten(), y0r.flatten()])
-        states = odeint(self.field, y0, times / unit, method=self.cfg.solver, options={"step_size": step / unit})
-        sched_st, row_st = self.field.split(states[at[2:]])  # [Q, M, P, ...], [Q, M, P, k, ...] in the order asked
+        states = odeint(field, y0, times / unit, method=self.cfg.solver, options={"step_size": step / unit})
+        sched_st, row_st = field.split(states[at[2:]])  # [Q, M, P, ...], [Q, M, P, k, ...] in the order asked
         given = cumulative_dose(doses, tq.unsqueeze(0).expand(n_sched, -1))  # [P, Q, D]
         return self._decode(enc, sched_st, row_st, e0, per_sched, t_query, z0, given)
 
