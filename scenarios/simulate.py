@@ -273,12 +273,19 @@ def run_prepared(
     calibration = torch.from_numpy(cal.scale(labs, times)).float() if cal is not None else None  # [Q, L]
     lock = threading.Lock()
     done = 0
+    stopped: list[BaseException] = []  # the error that stopped the run: every later checkpoint stops too
 
     def report(message: str) -> None:  # a checkpoint: may raise to stop the run
         nonlocal done
         with lock:  # in order, also from several workers
+            if stopped:
+                raise _Halted
             if on_progress is not None:
-                on_progress(done / total, message)
+                try:
+                    on_progress(done / total, message)
+                except BaseException as exc:
+                    stopped.append(exc)
+                    raise
             done += 1
 
     total = math.ceil(n / twins_per_chunk) * math.ceil(columns / cols_per_chunk)
@@ -351,6 +358,8 @@ def run_prepared(
             except BaseException:
                 for f in futures:
                     f.cancel()
+                if stopped:  # the progress callback's own error, not a worker halted after it
+                    raise stopped[0] from None
                 raise
     if on_progress is not None:
         on_progress(1.0, "summarising samples")
@@ -361,6 +370,10 @@ def run_prepared(
         flags=[f for f in run.flags if f.plan in names], seed=int(seed), horizon_days=run.horizon_days,
         sample_times=None if keep is None else times[keep], bands=bands, crossings=crossings, quantiles=_QUANTILES,
         members=n_m)
+
+
+class _Halted(Exception):
+    """A worker's checkpoint after another worker's checkpoint stopped the run."""
 
 
 def _day_indices(times: np.ndarray, days: Sequence[float]) -> np.ndarray:

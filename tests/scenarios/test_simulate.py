@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -187,6 +188,22 @@ def test_chunked_solves_give_the_same_numbers_and_checkpoints(toy_twins, monkeyp
     assert len(seen) == 2 * math.ceil(6 / members) + 1 and seen == sorted(seen) and seen[-1] == 1.0
 
 
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(n: int) -> tuple[list[float], Callable[[float, str], None]]:
+    """A progress callback that raises :class:`_Stop` at its ``n``-th call, and its calls."""
+    calls: list[float] = []
+
+    def progress(frac: float, message: str) -> None:
+        calls.append(frac)
+        if len(calls) == n:
+            raise _Stop
+
+    return calls, progress
+
+
 def test_workers_solve_chunks_at_once_with_the_same_numbers(toy_twins, monkeypatch) -> None:
     sim = importlib.import_module("scenarios.simulate")
     plans = [CONT, HIGH, NONE]
@@ -200,39 +217,19 @@ def test_workers_solve_chunks_at_once_with_the_same_numbers(toy_twins, monkeypat
     for k in one.bands:
         np.testing.assert_allclose(two.bands[k], one.bands[k], rtol=1e-5, atol=1e-5)
     assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 5
-
-    class Stop(Exception):
-        pass
-
-    calls: list[float] = []
-
-    def stop_at_third(frac: float, message: str) -> None:
-        calls.append(frac)
-        if len(calls) == 3:
-            raise Stop
-
-    with pytest.raises(Stop):
+    calls, stop_at_third = _stop_at(3)
+    with pytest.raises(_Stop):
         simulate(toy_twins[:5], plans, 120, n_samples=6, seed=2, workers=2, on_progress=stop_at_third)
-    assert len(calls) < 2 * 5  # stopped: the chunks not started were dropped
+    assert len(calls) == 3  # stopped: no checkpoint is passed after the one that raised
     with pytest.raises(PlanError, match="workers must be >= 1"):
         simulate(toy_twins[:1], plans, 60, workers=0)
 
 
 def test_a_raising_progress_callback_stops_the_run(toy_twins, monkeypatch) -> None:
     sim = importlib.import_module("scenarios.simulate")  # the package exports a function of that name
-
-    class Stop(Exception):
-        pass
-
-    calls: list[float] = []
-
-    def stop_at_third(frac: float, message: str) -> None:
-        calls.append(frac)
-        if len(calls) == 3:
-            raise Stop
-
+    calls, stop_at_third = _stop_at(3)
     monkeypatch.setattr(sim, "CHUNK_STATE_ELEMENTS", 1)
-    with pytest.raises(Stop):
+    with pytest.raises(_Stop):
         simulate(toy_twins[:1], [CONT], 60, n_samples=8, seed=0, on_progress=stop_at_third)
     assert len(calls) == 3
 
