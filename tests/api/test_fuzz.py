@@ -117,7 +117,9 @@ def _fuzz_operation(op: Any, mode: Any, token: str) -> list[str]:
         except (Exception, FailureGroup) as exc:  # collect every distinct failure, not just the first
             if _valid_once_serialised(op, case, exc):
                 return
-            text = f"{op.method.upper()} {op.path} [{mode.value}]: {type(exc).__name__}: {str(exc)[:1500]}"
+            where = sorted(str(x) for x in _mutated_locations(case)) if mode.is_negative else []
+            text = (f"{op.method.upper()} {op.path} [{mode.value}] (mutated: {where}, "
+                    f"negated: {list(negated_parameters(case.meta))}): {type(exc).__name__}: {str(exc)[:1500]}")
             if text not in failures:
                 failures.append(text)
 
